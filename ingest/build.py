@@ -1,0 +1,145 @@
+"""Ingest and delete: the orchestration from files to a committed collection version.
+
+Dedup by content hash: a source whose text is unchanged is skipped; an edited source
+replaces its old version's chunks; the same text under a second name is skipped as a
+duplicate. Embedding (the slow part) happens before the database transaction opens, so
+a long ingest never holds a write lock while it computes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from tqdm import tqdm
+
+from ingest.chunk import split_document
+from ingest.load import LoadError, load_paths
+from rag.collection import NewDocument, apply_changes, check_name, collection_lock
+from rag.config import Settings
+from rag.embed import Embedder
+from rag.errors import InputError, NotFoundError
+from rag.store import DocumentRow, Store
+from rag.text import tokenize
+from rag.types import Document
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+    chunks: int = 0
+    seconds: float = 0.0
+    index_version: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["counts"] = {k: len(d[k]) for k in ("added", "replaced", "unchanged", "duplicates", "errors")}
+        return d
+
+    def summary(self) -> str:
+        c = self.to_dict()["counts"]
+        rate = self.chunks / self.seconds if self.seconds else 0.0
+        lines = [f"collection {self.collection}: {c['added']} added, {c['replaced']} replaced, "
+                 f"{c['unchanged']} unchanged, {c['duplicates']} duplicates, {c['errors']} failed; "
+                 f"{self.chunks} chunks in {self.seconds:.1f}s ({rate:.1f} chunks/s)"]
+        lines += [f"  skipped {e.path}: {e.reason}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def plan(store: Store, collection: str, docs: list[Document]) -> tuple[list[Document], list[str], IngestReport]:
+    """Decide per document: add, replace, skip unchanged, skip duplicate."""
+    report = IngestReport(collection)
+    existing: dict[str, str] = {}  # source -> hash
+    hashes: dict[str, str] = {}  # hash -> source
+    with store.transaction() as s:
+        try:
+            col = store.collection(s, collection)
+            for src, h in s.execute(select(DocumentRow.source, DocumentRow.doc_hash)
+                                    .where(DocumentRow.collection_id == col.id)):
+                existing[src] = h
+                hashes[h] = src
+        except NotFoundError:
+            pass
+    todo, replace = [], []
+    for d in docs:
+        if existing.get(d.source) == d.id:
+            report.unchanged.append(d.source)
+        elif d.id in hashes and hashes[d.id] != d.source:
+            report.duplicates.append(f"{d.source} (same text as {hashes[d.id]})")
+        else:
+            if d.source in existing:
+                replace.append(d.source)
+                report.replaced.append(d.source)
+            else:
+                report.added.append(d.source)
+            hashes[d.id] = d.source
+            todo.append(d)
+    return todo, replace, report
+
+
+def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: list[Path], collection: str,
+                 progress: bool = True, before_commit=None) -> IngestReport:
+    check_name(collection)
+    t0 = time.perf_counter()
+    if not paths:
+        raise InputError("nothing to ingest: give at least one file or folder")
+    docs, errors = load_paths(paths)
+    with collection_lock(settings.data_dir, collection):
+        todo, replace, report = plan(store, collection, docs)
+        report.errors = errors
+        new_docs = [(d, split_document(d, settings.chunk_size, settings.chunk_overlap)) for d in todo]
+        texts = [c.text for _, cs in new_docs for c in cs]
+        vectors = embed_with_progress(embedder, texts, settings.embed_batch, progress)
+        items, pos = [], 0
+        for d, cs in new_docs:
+            items.append(NewDocument(d, cs, vectors[pos:pos + len(cs)], [tokenize(c.text) for c in cs]))
+            pos += len(cs)
+        report.chunks = len(texts)
+        if items or replace:
+            col = apply_changes(store, settings.data_dir, collection, embedder.name, embedder.dim, items, replace,
+                                run_stats={"documents": len(items), "chunks": len(texts)},
+                                before_commit=before_commit)
+            report.index_version = col.index_version
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progress: bool):
+    import numpy as np
+
+    out = []
+    with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress or not texts) as bar:
+        for i in range(0, len(texts), batch):
+            out.append(embedder.embed_passages(texts[i:i + batch]))
+            bar.update(len(texts[i:i + batch]))
+    return np.vstack(out) if out else np.zeros((0, embedder.dim), np.float32)
+
+
+def delete_documents(settings: Settings, store: Store, ref: str, collection: str) -> list[str]:
+    """Remove documents named by source path, record id or content-hash prefix, from every
+    index and the database. Returns the removed sources."""
+    check_name(collection)
+    candidates = [ref]
+    p = Path(ref)
+    if p.exists():
+        candidates.insert(0, str(p.resolve()))
+    with collection_lock(settings.data_dir, collection):
+        with store.transaction() as s:
+            col = store.collection(s, collection)
+            sources: list[str] = []
+            for c in candidates:
+                sources = [d.source for d in store.find_documents(s, col.id, c)]
+                if sources:
+                    break
+            embedder, dim = col.embedder, col.dim
+        if not sources:
+            raise NotFoundError(f"no document matching {ref!r} in collection {collection!r}; "
+                                f"list them with: rag docs --collection {collection}")
+        apply_changes(store, settings.data_dir, collection, embedder, dim, [], sources)
+    return sources

@@ -1,0 +1,62 @@
+"""All configuration in one validated settings class (env prefix RAG_).
+
+Built once at an entry point (CLI, API start-up) and passed down; nothing reads the
+environment anywhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigError
+
+Backend = Literal["real", "fake"]
+EmbedderName = Literal["e5", "minilm", "hash"]
+DecoderName = Literal["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/rag.db
+
+    # "fake" swaps every model for a deterministic stand-in (tests, demos without models).
+    backend: Backend = "real"
+    # multilingual-e5-small is the default because Korean must work; MiniLM is English-only.
+    embedder: EmbedderName = "e5"
+    decoder: DecoderName = "qwen2.5-coder-0.5b"
+    adapter: str = "default"  # "default" = the adapter shipped for the decoder, "none", or a path
+    threads: int = Field(default=0, ge=0)  # 0 = every core the process may use
+
+    chunk_size: int = Field(default=800, ge=100, le=8000)  # characters
+    chunk_overlap: int = Field(default=120, ge=0)
+    embed_batch: int = Field(default=32, ge=1)
+
+    top_k: int = Field(default=4, ge=1, le=50)  # passages given to the decoder
+    candidates: int = Field(default=30, ge=1)  # per retriever, before fusion
+    rrf_k: int = 60
+    max_new_tokens: int = Field(default=48, ge=1, le=1024)
+    max_question_chars: int = Field(default=2000, ge=10)
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info):  # noqa: ANN001
+        size = info.data.get("chunk_size", 800)
+        if v >= size:
+            raise ConfigError(f"RAG_CHUNK_OVERLAP ({v}) must be smaller than RAG_CHUNK_SIZE ({size})")
+        return v
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'rag.db').resolve()}"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    def effective_embedder(self) -> str:
+        return "hash" if self.backend == "fake" else self.embedder

@@ -1,0 +1,168 @@
+"""Decoders: the Generator protocol, the transformers-backed HFGenerator and a scripted fake.
+
+HFGenerator loads a packaged GGUF with transformers (which de-quantizes it), casts it to
+bfloat16 (3-6x faster prefill than float32 on this CPU, same answers) and caches the
+converted weights as safetensors in the data folder, so only the first start pays the
+GGUF conversion (about a minute for the 0.5B model). Decoding is greedy: answers must be
+reproducible."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rag.errors import ModelError
+from rag.models import decoder_gguf, set_threads
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float  # time to first token
+    total_s: float
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation: ...
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]: ...
+
+
+class HFGenerator:
+    """A packaged decoder run by transformers on the CPU, optionally with a LoRA adapter."""
+
+    def __init__(self, decoder: str, cache_dir: Path, adapter: Path | None = None, threads: int = 0):
+        self.decoder = decoder
+        self.cache_dir = cache_dir
+        self.adapter = adapter
+        self.threads = threads
+        self.name = decoder + (f"+lora:{adapter.name}" if adapter else "")
+        self._model = None
+        self._tok = None
+        self._lock = threading.Lock()  # one generate at a time: torch on 2 cores gains nothing from more
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        set_threads(self.threads)
+        converted = self.cache_dir / f"{self.decoder}-bf16"
+        if (converted / "config.json").exists():
+            tok = AutoTokenizer.from_pretrained(converted)
+            model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.bfloat16)
+        else:
+            gguf = decoder_gguf(self.decoder, self.cache_dir)
+            try:
+                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            except Exception as e:  # noqa: BLE001 - any loader failure is a model problem to the user
+                raise ModelError(f"could not load decoder {self.decoder} from {gguf}: {e}") from e
+            model = model.to(torch.bfloat16)
+            tmp = converted.with_name(converted.name + ".tmp")
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            tmp.rename(converted)
+        if self.adapter is not None:
+            from rag.adapter import apply_adapter
+
+            model = apply_adapter(model, self.adapter, self.decoder)
+        self._model = model.eval()
+        self._tok = tok
+
+    @property
+    def tokenizer(self):
+        self.load()
+        return self._tok
+
+    @property
+    def model(self):
+        self.load()
+        return self._model
+
+    def encode(self, messages: list[dict[str, str]]):
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        return ids if hasattr(ids, "shape") else ids["input_ids"]
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
+        t0 = time.perf_counter()
+        ttft = None
+        pieces = []
+        n_prompt = 0
+        for i, piece in enumerate(self._stream(messages, max_new_tokens)):
+            if i == 0:
+                n_prompt = piece  # the first item is the prompt length
+                continue
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            pieces.append(piece)
+        total = time.perf_counter() - t0
+        text = "".join(pieces)
+        n_new = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return Generation(text.strip(), int(n_prompt), n_new, ttft if ttft is not None else total, total)
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]:
+        it = self._stream(messages, max_new_tokens)
+        next(it)  # prompt length
+        yield from it
+
+    def _stream(self, messages, max_new_tokens):
+        import torch
+        from transformers import TextIteratorStreamer
+
+        ids = self.encode(messages)
+        yield ids.shape[1]
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                      do_sample=False, streamer=streamer, pad_token_id=self.tokenizer.eos_token_id)
+        with self._lock:
+            err: list[BaseException] = []
+
+            def run():
+                try:
+                    with torch.inference_mode():
+                        self.model.generate(**kwargs)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    err.append(e)
+                    streamer.end()
+
+            th = threading.Thread(target=run, daemon=True)
+            th.start()
+            for piece in streamer:
+                if piece:
+                    yield piece
+            th.join()
+            if err:
+                raise ModelError(f"generation failed: {err[0]}") from err[0]
+
+
+class ScriptedGenerator:
+    """Deterministic stand-in for tests and `RAG_BACKEND=fake`: answers with the passage
+    sentence that shares the most words with the question and cites it, or abstains when
+    no passage shares a content word. Never loads a model."""
+
+    name = "scripted"
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
+        from rag.prompt import scripted_answer
+
+        t0 = time.perf_counter()
+        text = scripted_answer(messages)
+        dt = time.perf_counter() - t0
+        return Generation(text, 0, len(text.split()), dt, dt)
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]:
+        text = self.generate(messages, max_new_tokens).text
+        for word in text.split(" "):
+            yield word + " "

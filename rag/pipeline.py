@@ -1,0 +1,147 @@
+"""The question-answering pipeline, and the service object that owns its parts.
+
+`RagService` is built once per process (CLI command, API lifespan) from Settings and
+loads each model lazily on first use. `ask()` reads like the diagram in docs/design.md:
+retrieve -> (rerank) -> gate -> prompt -> generate -> citations -> (verify) -> Answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rag.collection import IndexCache
+from rag.config import Settings
+from rag.embed import Embedder, make_embedder
+from rag.errors import InputError
+from rag.generate import Generator, HFGenerator, ScriptedGenerator
+from rag.prompt import abstain_message, build_messages, is_abstention, parse_citations, strip_markers
+from rag.retrieve import HybridRetriever
+from rag.store import Store
+from rag.text import tokenize
+from rag.types import Answer, Citation, Hit
+
+
+class RagService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_url)
+        self.indexes = IndexCache(settings.data_dir)
+        self._embedders: dict[str, Embedder] = {}
+        self._generator: Generator | None = None
+
+    # -- components (lazy) -----------------------------------------------------------------
+    def embedder(self, name: str | None = None) -> Embedder:
+        name = name or self.settings.effective_embedder()
+        if name not in self._embedders:
+            self._embedders[name] = make_embedder(name, self.settings.threads, self.settings.embed_batch)
+        return self._embedders[name]
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            if self.settings.backend == "fake":
+                self._generator = ScriptedGenerator()
+            else:
+                self._generator = HFGenerator(self.settings.decoder, self.settings.data_dir / "models",
+                                              adapter_path(self.settings), self.settings.threads)
+        return self._generator
+
+    def retriever(self, collection: str, mode: str = "hybrid") -> HybridRetriever:
+        col = self.store.get_collection(collection)
+        return HybridRetriever(self.indexes.get(col), self.embedder(col.embedder),
+                               lambda ids: self.store.chunks(collection, ids),
+                               self.settings.candidates, self.settings.rrf_k, mode)
+
+    # -- use cases -------------------------------------------------------------------------
+    def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:
+        question = self.check_question(question)
+        return self.retriever(collection).retrieve(question, k or self.settings.top_k)
+
+    def ask(self, question: str, collection: str) -> Answer:
+        answer = None
+        for item in self.ask_stream(question, collection):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def ask_stream(self, question: str, collection: str) -> Iterator[str | Answer]:
+        """Yields answer text pieces as the decoder writes them, then the final Answer."""
+        question = self.check_question(question)
+        s = self.settings
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        hits = self.retriever(collection).retrieve(question, s.top_k)
+        timings["retrieve_s"] = time.perf_counter() - t0
+        trace: dict = {"retrieved": [h.chunk.id for h in hits]}
+        model = self.generator.name
+        if not relevant(question, hits):
+            trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"
+            timings["total_s"] = time.perf_counter() - t0
+            yield Answer(question, abstain_message(question), (), tuple(hits), True, model, timings, trace=trace)
+            return
+        messages = build_messages(question, hits)
+        t1 = time.perf_counter()
+        pieces = []
+        for piece in self.generator.stream(messages, s.max_new_tokens):
+            if not pieces:
+                timings["ttft_s"] = time.perf_counter() - t1
+            pieces.append(piece)
+            yield piece
+        raw = "".join(pieces).strip()
+        timings["generate_s"] = time.perf_counter() - t1
+        trace["raw"] = raw
+        answer = self.finish(question, raw, hits, model, timings, trace)
+        timings["total_s"] = time.perf_counter() - t0
+        yield answer
+
+    def finish(self, question: str, raw: str, hits: list[Hit], model: str, timings: dict, trace: dict) -> Answer:
+        """From the decoder's raw reply to an Answer: citations checked, abstention made plain."""
+        if is_abstention(raw):
+            trace["abstain_reason"] = "the model found no answer in the passages"
+            return Answer(question, abstain_message(question), (), tuple(hits), True, model, timings, trace=trace)
+        text, cites = parse_citations(raw, hits)
+        if not cites:
+            cites = attribute(strip_markers(text), hits)
+        return Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
+
+    def check_question(self, question: str) -> str:
+        q = (question or "").strip()
+        if not q:
+            raise InputError("the question is empty")
+        if len(q) > self.settings.max_question_chars:
+            raise InputError(f"the question is {len(q)} characters long; the limit is "
+                             f"{self.settings.max_question_chars} (RAG_MAX_QUESTION_CHARS)")
+        return q
+
+
+def relevant(question: str, hits: list[Hit]) -> bool:
+    """Cheap pre-generation gate: some passage must share a content word with the question.
+    Without it the decoder is asked to answer from passages that cannot help."""
+    q = set(tokenize(question))
+    return bool(hits) and any(q & set(tokenize(h.chunk.text + " " + h.chunk.title)) for h in hits)
+
+
+def attribute(answer: str, hits: list[Hit]) -> tuple[Citation, ...]:
+    """When the model gave no usable marker, cite the first passage that contains the answer
+    verbatim; an answer found nowhere stays uncited (the grounding check judges it)."""
+    from rag.prompt import best_quote
+
+    low = answer.lower()
+    for n, h in enumerate(hits, 1):
+        if low and low in h.chunk.text.lower():
+            return (Citation(n, h.chunk.id, h.chunk.source, best_quote(answer, h.chunk.text)),)
+    return ()
+
+
+def adapter_path(settings: Settings) -> Path | None:
+    """The LoRA adapter to load: the one shipped for the configured decoder, a given path, or none."""
+    if settings.adapter == "none":
+        return None
+    if settings.adapter == "default":
+        p = Path(__file__).parent / "adapters" / settings.decoder
+        return p if (p / "adapter_config.json").exists() else None
+    return Path(settings.adapter)
+

@@ -1,0 +1,114 @@
+"""The prompt the decoder sees, and the parsing of what it says back.
+
+One format everywhere: the pipeline, the LoRA training examples (rag.finetune) and the
+evaluation all build prompts here, so the adapter is trained on exactly what it is served.
+Passages are numbered [1]..[n]; the answer is a short phrase copied from them followed by
+its citation, e.g. "9.7 million [1]", or the abstention phrase."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rag.text import is_korean, tokenize
+from rag.types import Citation, Hit
+
+ABSTAIN = "I don't know"
+ABSTAIN_KO = "모르겠습니다"
+# What the user sees when the service abstains, in the question's language.
+ABSTAIN_MESSAGE = "I don't know: the documents do not contain the answer."
+ABSTAIN_MESSAGE_KO = "모르겠습니다: 문서에서 답을 찾을 수 없습니다."
+
+SYSTEM = (
+    "Answer the question using only the numbered passages. Reply with the shortest exact phrase "
+    "from the passages that answers it, then the passage number in brackets, like: 1912 [2]. "
+    "Answer in the language of the question. If the passages do not contain the answer, reply "
+    f"exactly: {ABSTAIN}"
+)
+
+_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_ABSTAIN_RE = re.compile(
+    r"^\W*(i\s*don'?t\s*know|i\s*do\s*not\s*know|unanswerable|no answer|모르겠|알\s*수\s*없)", re.I
+)
+
+
+def format_passage(i: int, hit: Hit) -> str:
+    title = hit.chunk.title.replace("_", " ").strip()
+    head = f"[{i}] {title}: " if title else f"[{i}] "
+    return head + " ".join(hit.chunk.text.split())
+
+
+def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
+    passages = "\n\n".join(format_passage(i, h) for i, h in enumerate(hits, 1))
+    user = f"Passages:\n{passages}\n\nQuestion: {question.strip()}"
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def is_abstention(text: str) -> bool:
+    return not text.strip() or bool(_ABSTAIN_RE.match(text.strip()))
+
+
+def abstain_message(question: str) -> str:
+    return ABSTAIN_MESSAGE_KO if is_korean(question) else ABSTAIN_MESSAGE
+
+
+def parse_citations(text: str, hits: Sequence[Hit]) -> tuple[str, tuple[Citation, ...]]:
+    """Split the model's reply into answer text and citations. Markers that point to no
+    passage are dropped from the text; each valid passage is cited once, in order."""
+    seen: list[int] = []
+
+    def keep(m: re.Match) -> str:
+        nums = [int(n) for n in re.split(r"\s*,\s*", m.group(1))]
+        valid = [n for n in nums if 1 <= n <= len(hits)]
+        for n in valid:
+            if n not in seen:
+                seen.append(n)
+        return "".join(f"[{n}]" for n in valid)
+
+    cleaned = _MARKER.sub(keep, text)
+    cleaned = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"[ \t]+", " ", cleaned)).strip()
+    answer_plain = strip_markers(cleaned)
+    cites = tuple(
+        Citation(n, hits[n - 1].chunk.id, hits[n - 1].chunk.source, best_quote(answer_plain, hits[n - 1].chunk.text))
+        for n in seen
+    )
+    return cleaned, cites
+
+
+def strip_markers(text: str) -> str:
+    return re.sub(r"\s+", " ", _MARKER.sub("", text)).strip(" .")
+
+
+def sentences(text: str) -> list[str]:
+    """Rough sentence split for quotes and claims (Korean endings included)."""
+    parts = re.split(r"(?<=[.!?。])\s+|(?<=[다요죠까])\.?\s+(?=[가-힣A-Z])", text.strip())
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def best_quote(answer: str, passage: str, limit: int = 300) -> str:
+    """The passage sentence that holds the answer (or overlaps it most): the span the UI
+    highlights and the judge checks."""
+    sents = sentences(passage) or [passage]
+    low = answer.lower()
+    for s in sents:
+        if low and low in s.lower():
+            return s[:limit]
+    a = set(tokenize(answer))
+    best = max(sents, key=lambda s: len(a & set(tokenize(s))))
+    return best[:limit]
+
+
+def scripted_answer(messages: list[dict[str, str]]) -> str:
+    """The fake decoder's policy (see rag.generate.ScriptedGenerator)."""
+    user = messages[-1]["content"]
+    question = user.rsplit("Question:", 1)[-1]
+    q = set(tokenize(question))
+    best, best_n, best_overlap = "", 0, 0
+    for n, block in re.findall(r"\[(\d+)\] (.*?)(?=\n\n\[\d+\] |\n\nQuestion:)", user, flags=re.S):
+        for s in sentences(block.split(": ", 1)[-1]):
+            overlap = len(q & set(tokenize(s)))
+            if overlap > best_overlap:
+                best, best_n, best_overlap = s, int(n), overlap
+    if best_overlap < 2:
+        return ABSTAIN_KO if is_korean(question) else ABSTAIN
+    return f"{best.rstrip('.')} [{best_n}]"
