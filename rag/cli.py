@@ -117,13 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=cmd_docs)
 
     a = sub.add_parser("eval", help="measure quality on a labelled data set")
-    a.add_argument("mode", choices=["qa", "retrieval"])
+    a.add_argument("mode", choices=["qa", "retrieval", "judge", "sql"],
+                   help="qa: answers on a QA folder; retrieval: a BEIR folder; judge: hallucination labels; sql: text-to-SQL")
     a.add_argument("--data", required=True, type=Path)
     a.add_argument("--out", required=True, type=Path)
     a.add_argument("--limit", type=int, default=None, help="evaluate a deterministic subset of N items")
     a.add_argument("--retrieval-only", action="store_true", help="qa: skip generation")
-    a.add_argument("--mode", dest="retrieval_mode", default="hybrid", choices=["hybrid", "dense", "lexical"],
-                   help="which retriever to use")
+    a.add_argument("--mode", dest="retrieval_mode", default="hybrid", choices=["hybrid", "dense", "lexical", "graph"],
+                   help="qa/retrieval: run one retriever alone (default: the full pipeline)")
     a.set_defaults(fn=cmd_eval)
 
     a = sub.add_parser("bench", help="measure speed; writes JSON and docs/benchmarks.md")
