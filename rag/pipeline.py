@@ -22,6 +22,9 @@ from rag.text import tokenize
 from rag.types import Answer, Citation, Hit
 
 
+RANKED = 10  # how many ranked passages an answer's trace keeps
+
+
 class RagService:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -73,9 +76,12 @@ class RagService:
         s = self.settings
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        hits = self.retriever(collection).retrieve(question, s.top_k)
+        # Rank more than the decoder sees: the tail feeds recall metrics and the trace.
+        ranked = self.retriever(collection).retrieve(question, max(s.top_k, RANKED))
+        hits = ranked[: s.top_k]
         timings["retrieve_s"] = time.perf_counter() - t0
-        trace: dict = {"retrieved": [h.chunk.id for h in hits]}
+        trace: dict = {"retrieved": [h.chunk.id for h in ranked],
+                       "retrieved_sources": [h.chunk.source for h in ranked]}
         model = self.generator.name
         if not relevant(question, hits):
             trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"

@@ -1,0 +1,1 @@
+"""Batch evaluation: runners per task, pure metric arithmetic, reports."""

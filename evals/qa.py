@@ -1,0 +1,161 @@
+"""`rag eval qa`: answer every question of a QA folder and score the answers.
+
+The folder holds corpus.jsonl ({"doc_id","title","text"}) and qa.jsonl ({"qid","question",
+"answers","answerable","doc_id"} as in SQuAD 2.0, or with "supporting_doc_ids" as in
+HotpotQA). The corpus is ingested into its own collection (re-runs reuse it: ingest is
+content-deduplicated). Records are appended to OUT/records.jsonl as they are produced, so
+an interrupted run resumes where it stopped; metrics are recomputed from all records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evals import metrics as M
+from rag.config import Settings
+from rag.errors import InputError
+from rag.types import EvalRecord
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise InputError(f"{path} not found")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def subset(items: list[dict], limit: int | None, key: str) -> list[dict]:
+    """A deterministic subset: order by a hash of the id, so any --limit mixes answerable and
+    unanswerable questions the same way on every run and machine."""
+    if not limit or limit >= len(items):
+        return items
+    ranked = sorted(items, key=lambda it: hashlib.sha256(str(it[key]).encode()).hexdigest())
+    return ranked[:limit]
+
+
+def prepare(settings: Settings, data: Path, corpus_name: str = "corpus.jsonl"):
+    """A service with the folder's corpus ingested into a collection named after the folder."""
+    from ingest.build import ingest_paths
+    from rag.pipeline import RagService
+
+    svc = RagService(settings)
+    collection = "eval-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in data.resolve().name)
+    report = ingest_paths(settings, svc.store, svc.embedder(), [data / corpus_name], collection)
+    if report.errors:
+        raise InputError(f"could not ingest {data / corpus_name}: {report.errors[0].reason}")
+    return svc, collection
+
+
+def load_done(records_path: Path) -> dict[str, dict]:
+    if not records_path.exists():
+        return {}
+    done = {}
+    with open(records_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by an interruption: everything after it is redone
+            done[rec["id"]] = rec
+    return done
+
+
+def run(settings: Settings, args) -> dict:
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = subset(read_jsonl(data / "qa.jsonl"), args.limit, "qid")
+    svc, collection = prepare(settings, data)
+    mode = getattr(args, "retrieval_mode", "hybrid")
+    retrieval_only = getattr(args, "retrieval_only", False)
+    records_path = out / "records.jsonl"
+    done = load_done(records_path)
+    # rewrite the intact records so a cut line does not linger
+    with open(records_path, "w", encoding="utf-8") as f:
+        for rec in done.values():
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    retriever = svc.retriever(collection, mode) if retrieval_only or mode != "hybrid" else None
+    with open(records_path, "a", encoding="utf-8") as f:
+        for item in tqdm([it for it in items if it["qid"] not in done], desc="questions", unit="q"):
+            rec = evaluate_item(svc, collection, item, retriever, retrieval_only)
+            f.write(json.dumps(rec.__dict__, ensure_ascii=False) + "\n")
+            f.flush()
+            done[rec.id] = rec.__dict__
+    records = [done[it["qid"]] for it in items if it["qid"] in done]
+    result = summarize(records, retrieval_only)
+    result.update({"collection": collection, "mode": mode, "retrieval_only": retrieval_only,
+                   "model": None if retrieval_only else svc.generator.name, "embedder": svc.embedder().name,
+                   "n": len(records), "limit": args.limit})
+    for hook in METRIC_HOOKS:
+        result.update(hook(records, out))
+    (out / "metrics.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    return result
+
+
+# Functions (records, out_dir) -> dict of extra metrics, appended by other evaluation modules.
+METRIC_HOOKS: list = []
+
+
+def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: bool) -> EvalRecord:
+    golds = item.get("answers") or []
+    answerable = item.get("answerable", bool(golds))
+    t0 = time.perf_counter()
+    if retriever is not None:
+        hits = retriever.retrieve(item["question"], 10)
+        sources = [h.chunk.source for h in hits]
+        outputs: dict = {"retrieved": sources}
+    if not retrieval_only:
+        answer = svc.ask(item["question"], collection)
+        from rag.prompt import strip_markers
+
+        text = "" if answer.abstained else strip_markers(answer.text)
+        outputs = {
+            "answer": answer.text, "answer_plain": text, "abstained": answer.abstained,
+            "citations": [c.__dict__ for c in answer.citations],
+            "verdicts": [v.__dict__ for v in answer.verdicts],
+            "retrieved": answer.trace.get("retrieved_sources", []) if retriever is None else sources,
+            "timings": answer.timings, "trace": {k: v for k, v in answer.trace.items() if k != "retrieved_sources"},
+            "model": answer.model,
+        }
+    latency = time.perf_counter() - t0
+    scores: dict = {"latency_s": latency}
+    if not retrieval_only and answerable:
+        pred = outputs["answer_plain"]
+        scores["f1"] = M.f1_score(pred, golds)
+        scores["exact_match"] = M.exact_match(pred, golds)
+    gold_docs = set(item.get("supporting_doc_ids") or ([item["doc_id"]] if item.get("doc_id") else []))
+    docs = M.distinct(outputs["retrieved"])
+    if gold_docs:
+        scores["gold_in_top5"] = bool(gold_docs & set(docs[:5]))
+        if item.get("supporting_doc_ids"):
+            scores["supporting_all_top5"] = gold_docs <= set(docs[:5])
+            scores["supporting_all_top10"] = gold_docs <= set(docs[:10])
+    inputs = {"question": item["question"], "answers": golds, "answerable": answerable,
+              "gold_docs": sorted(gold_docs)}
+    return EvalRecord(item["qid"], inputs, outputs, scores)
+
+
+def summarize(records: list[dict], retrieval_only: bool) -> dict:
+    answerable = [r for r in records if r["inputs"]["answerable"]]
+    out: dict = {}
+    if not retrieval_only:
+        out["exact_match"] = M.mean([r["scores"]["exact_match"] for r in answerable])
+        out["f1"] = M.mean([r["scores"]["f1"] for r in answerable])
+        out.update(M.abstention_metrics([r["outputs"]["abstained"] for r in records],
+                                        [r["inputs"]["answerable"] for r in records]))
+        out["n_answerable"] = len(answerable)
+        out["n_unanswerable"] = len(records) - len(answerable)
+    with_gold = [r for r in answerable if "gold_in_top5" in r["scores"]]
+    if with_gold:
+        out["retrieval_recall@5"] = M.mean([float(r["scores"]["gold_in_top5"]) for r in with_gold])
+    multi = [r for r in records if "supporting_all_top10" in r["scores"]]
+    if multi:
+        out["supporting_recall@5"] = M.mean([float(r["scores"]["supporting_all_top5"]) for r in multi])
+        out["supporting_recall@10"] = M.mean([float(r["scores"]["supporting_all_top10"]) for r in multi])
+    lat = [r["scores"]["latency_s"] for r in records]
+    out["latency_p50_s"] = M.percentile(lat, 50)
+    out["latency_p95_s"] = M.percentile(lat, 95)
+    return out
