@@ -69,7 +69,7 @@ def run(settings: Settings, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     items = subset(read_jsonl(data / "qa.jsonl"), args.limit, "qid")
     svc, collection = prepare(settings, data)
-    mode = getattr(args, "retrieval_mode", "hybrid")
+    mode = getattr(args, "retrieval_mode", "full")
     retrieval_only = getattr(args, "retrieval_only", False)
     records_path = out / "records.jsonl"
     done = load_done(records_path)
@@ -77,7 +77,14 @@ def run(settings: Settings, args) -> dict:
     with open(records_path, "w", encoding="utf-8") as f:
         for rec in done.values():
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    retriever = svc.retriever(collection, mode) if retrieval_only or mode != "hybrid" else None
+    # "full": the pipeline's own ranking (every enabled stage); otherwise one retriever alone
+    if mode == "full":
+        def retriever(question, k):
+            return svc.rank(question, collection, k)
+    else:
+        retriever = svc.retriever(collection, mode).retrieve
+    if not retrieval_only and mode == "full":
+        retriever = None  # answers carry the pipeline's ranking in their trace
     with open(records_path, "a", encoding="utf-8") as f:
         for item in tqdm([it for it in items if it["qid"] not in done], desc="questions", unit="q"):
             rec = evaluate_item(svc, collection, item, retriever, retrieval_only)
@@ -104,7 +111,7 @@ def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: b
     answerable = item.get("answerable", bool(golds))
     t0 = time.perf_counter()
     if retriever is not None:
-        hits = retriever.retrieve(item["question"], 10)
+        hits = retriever(item["question"], 10)
         sources = [h.chunk.source for h in hits]
         outputs: dict = {"retrieved": sources}
     if not retrieval_only:

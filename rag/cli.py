@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, type=Path)
     a.add_argument("--limit", type=int, default=None, help="evaluate a deterministic subset of N items")
     a.add_argument("--retrieval-only", action="store_true", help="qa: skip generation")
-    a.add_argument("--mode", dest="retrieval_mode", default="hybrid", choices=["hybrid", "dense", "lexical", "graph"],
-                   help="qa/retrieval: run one retriever alone (default: the full pipeline)")
+    a.add_argument("--mode", dest="retrieval_mode", default="full",
+                   choices=["full", "hybrid", "dense", "lexical", "graph"],
+                   help="qa/retrieval: one retriever alone, or the full pipeline's ranking (default)")
     a.set_defaults(fn=cmd_eval)
 
     a = sub.add_parser("bench", help="measure speed; writes JSON and docs/benchmarks.md")

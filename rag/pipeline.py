@@ -62,6 +62,10 @@ class RagService:
         question = self.check_question(question)
         return self.retriever(collection).retrieve(question, k or self.settings.top_k)
 
+    def rank(self, question: str, collection: str, k: int) -> list[Hit]:
+        """The full pipeline's ranking of passages (every retrieval stage that is enabled)."""
+        return self.retriever(collection).retrieve(question, k)
+
     def ask(self, question: str, collection: str) -> Answer:
         answer = None
         for item in self.ask_stream(question, collection):
@@ -77,7 +81,7 @@ class RagService:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # Rank more than the decoder sees: the tail feeds recall metrics and the trace.
-        ranked = self.retriever(collection).retrieve(question, max(s.top_k, RANKED))
+        ranked = self.rank(question, collection, max(s.top_k, RANKED))
         hits = ranked[: s.top_k]
         timings["retrieve_s"] = time.perf_counter() - t0
         trace: dict = {"retrieved": [h.chunk.id for h in ranked],
