@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigError
@@ -41,6 +41,25 @@ class Settings(BaseSettings):
     rrf_k: int = 60
     max_new_tokens: int = Field(default=48, ge=1, le=1024)
     max_question_chars: int = Field(default=2000, ge=10)
+    # SQL tool (rag/sql*.py): the decoder that writes SQL (None = RAG_DECODER) and per-query limits.
+    sql_decoder: DecoderName | None = None
+    sql_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    sql_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    sql_max_new_tokens: int = Field(default=200, ge=16, le=1024)
+    # RAG_GRAPH=on/off: extract entities into the knowledge graph at ingest, and let the
+    # router expand multi-hop questions through it (rag/graph_retrieve.py).
+    graph: bool = True
+
+    # REST API (rag.api) and front end (ui/). The admin key bootstraps key management;
+    # only its hash is stored. require_auth=False is for a single-user laptop only.
+    admin_key: SecretStr | None = None
+    require_auth: bool = True
+    max_upload_mb: float = Field(default=20.0, gt=0)
+    max_upload_files: int = Field(default=50, ge=1)
+    rate_limit_per_minute: int = Field(default=120, ge=1)  # per API key
+    warm_models: bool = True  # load models in the API lifespan instead of on the first request
+    api_url: str = "http://127.0.0.1:8000"  # where `rag ui` finds the API
+    api_key: SecretStr | None = None  # the key `rag ui` sends (default: the admin key)
 
     @field_validator("chunk_overlap")
     @classmethod

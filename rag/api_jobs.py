@@ -1,0 +1,131 @@
+"""Background jobs for the REST API: ingest and batch evaluation, with progress.
+
+One worker thread per app: ingest and evaluation are CPU-bound and the machine has few
+cores, so jobs run one after another rather than fighting for them. Job state lives in
+memory (a restarted API forgets finished jobs; the data they wrote is committed).
+
+Progress for ingest is per file: files are ingested in up to `GROUPS` groups, each one
+atomic commit, so done/total and the ETA move while a large upload is indexed and a
+failure leaves every earlier group committed."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import NotFoundError, RagError
+
+GROUPS = 10
+
+
+@dataclass
+class Job:
+    """Mutable on purpose: the worker updates it while readers poll it (under the manager's lock)."""
+
+    id: str
+    kind: str  # "ingest" | "eval"
+    collection: str
+    owner: str
+    status: str = "queued"  # queued | running | done | failed
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    progress_fn: Callable[[], tuple[int, int]] | None = None  # live (done, total) while running
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.progress_fn is not None and self.status == "running":
+            try:
+                self.done, self.total = self.progress_fn()
+            except Exception:  # noqa: BLE001 - progress is best effort, never fails a poll
+                pass
+        now = time.time()
+        elapsed = ((self.finished_at or now) - self.started_at) if self.started_at else 0.0
+        eta = None
+        if self.status == "running" and self.done and self.total:
+            eta = elapsed / self.done * max(self.total - self.done, 0)
+        return {"id": self.id, "kind": self.kind, "collection": self.collection, "status": self.status,
+                "stage": self.stage, "done": self.done, "total": self.total, "elapsed_s": round(elapsed, 3),
+                "eta_s": None if eta is None else round(eta, 1), "errors": self.errors, "result": self.result}
+
+
+class JobManager:
+    def __init__(self):
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-job")
+
+    def submit(self, kind: str, collection: str, owner: str, work: Callable[[Job], None], total: int = 0) -> Job:
+        job = Job(uuid.uuid4().hex[:16], kind, collection, owner, total=total)
+        with self._lock:
+            self._jobs[job.id] = job
+        self._pool.submit(self._run, job, work)
+        return job
+
+    def _run(self, job: Job, work: Callable[[Job], None]) -> None:
+        job.status, job.stage, job.started_at = "running", "starting", time.time()
+        try:
+            work(job)
+            job.status, job.stage = "done", "done"
+        except RagError as e:
+            job.status, job.stage = "failed", "failed"
+            job.errors.append({"path": "", "reason": str(e)})
+        except Exception as e:  # noqa: BLE001 - a job must end in a reported state, never vanish
+            job.status, job.stage = "failed", "failed"
+            job.errors.append({"path": "", "reason": f"{type(e).__name__}: {e}"})
+            traceback.print_exc()
+        finally:
+            job.progress_fn = None
+            job.finished_at = time.time()
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r} (jobs are kept in memory until the API restarts)")
+        return job
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """For tests and scripts: block until the job finishes."""
+        end = time.time() + timeout
+        job = self.get(job_id)
+        while job.status in ("queued", "running") and time.time() < end:
+            time.sleep(0.05)
+        return job
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def ingest_work(svc, files: list[Path], collection: str) -> Callable[[Job], None]:
+    """The ingest job body: files in groups, each group one committed version."""
+
+    def work(job: Job) -> None:
+        from ingest.build import ingest_paths
+
+        job.total = len(files)
+        size = max(1, math.ceil(len(files) / GROUPS))
+        totals = {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "chunks": 0}
+        for i in range(0, len(files), size):
+            group = files[i:i + size]
+            job.stage = f"ingesting {group[0].name}" + (f" (+{len(group) - 1})" if len(group) > 1 else "")
+            report = ingest_paths(svc.settings, svc.store, svc.embedder(), group, collection, progress=False)
+            for k in ("added", "replaced", "unchanged", "duplicates"):
+                totals[k] += len(getattr(report, k))
+            totals["chunks"] += report.chunks
+            job.errors.extend({"path": Path(e.path).name, "reason": e.reason} for e in report.errors)
+            job.result = {**totals, "index_version": report.index_version}
+            job.done += len(group)
+
+    return work
