@@ -1,0 +1,51 @@
+"""The ask path end to end on the deterministic fakes."""
+
+import pytest
+
+from rag.errors import InputError, NotFoundError
+from rag.prompt import ABSTAIN_MESSAGE, ABSTAIN_MESSAGE_KO
+
+
+def test_answer_is_cited_from_the_right_document(sample_service):
+    a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert not a.abstained
+    assert "142 steps" in a.text
+    assert a.citations and a.citations[0].source.endswith("lighthouse.txt")
+    assert "142" in a.citations[0].quote
+    assert {"retrieve_s", "generate_s", "total_s"} <= set(a.timings)
+
+
+def test_korean_question_gets_a_korean_answer(sample_service):
+    a = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
+    assert not a.abstained and "1,947미터" in a.text
+    assert a.citations[0].source.endswith("jeju.txt")
+
+
+def test_unrelated_question_abstains_plainly(sample_service):
+    a = sample_service.ask("Who won the 1998 football world championship final?", "default")
+    assert a.abstained and a.text == ABSTAIN_MESSAGE and a.citations == ()
+    k = sample_service.ask("내일 날씨는 어떤가요?", "default")
+    assert k.abstained and k.text == ABSTAIN_MESSAGE_KO
+
+
+def test_stream_yields_text_then_the_answer(sample_service):
+    items = list(sample_service.ask_stream("In which year was the light automated and the last keeper left?", "default"))
+    assert all(isinstance(x, str) for x in items[:-1]) and len(items) > 2
+    assert "1962" in items[-1].text
+
+
+def test_bad_questions_and_unknown_collection(sample_service):
+    with pytest.raises(InputError):
+        sample_service.ask("   ", "default")
+    with pytest.raises(InputError, match="limit"):
+        sample_service.ask("x" * 5000, "default")
+    with pytest.raises(NotFoundError, match="rag ingest"):
+        sample_service.ask("anything at all?", "nope")
+
+
+def test_answer_to_dict_is_json_ready(sample_service):
+    import json
+
+    d = sample_service.ask("What is the largest planet?", "default").to_dict()
+    json.dumps(d)
+    assert {"question", "text", "citations", "abstained", "timings", "context"} <= set(d)
