@@ -77,6 +77,15 @@ class RagService:
     def ask_stream(self, question: str, collection: str) -> Iterator[str | Answer]:
         """Yields answer text pieces as the decoder writes them, then the final Answer."""
         question = self.check_question(question)
+        # A collection with a registered SQL database answers table questions from it (rag.sql);
+        # "both" tries the database first and falls back to the documents when it finds nothing.
+        from rag.sql_registry import answer_from_database, database_route
+
+        if (db_route := database_route(self, question, collection)) != "documents":
+            db_answer = answer_from_database(self, question, collection)
+            if db_answer is not None and (not db_answer.abstained or db_route == "database"):
+                yield db_answer
+                return
         s = self.settings
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

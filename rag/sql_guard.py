@@ -26,7 +26,8 @@ from sqlglot.errors import ParseError, TokenError
 
 from rag.errors import UnsafeSQLError
 
-# Functions that may appear in a query: aggregates and pure scalar functions. Anything not
+# Functions that may appear in a query: aggregates and pure scalar functions (plus the few
+# operators sqlglot models as functions: AND, OR, EXISTS, ...). Anything not
 # listed (load_extension, readfile, writefile, pg_read_file, pg_sleep, dblink, set_config,
 # lo_import, ...) is refused, so a new dangerous function is refused by default.
 ALLOWED_FUNCTIONS = frozenset("""
@@ -38,6 +39,7 @@ date time datetime julianday strftime timetostr tsordstotimestamp tsordstodate s
 extract date_part date_trunc now current_date current_timestamp to_char
 lag lead row_number rank dense_rank ntile first_value last_value percent_rank cume_dist
 greatest least distinct
+and or xor not exists collate regexplike regexpilike corr
 """.split())
 
 # Statement and clause types that change or leave the database, or take locks.

@@ -1,0 +1,155 @@
+"""`rag eval sql`: text-to-SQL execution accuracy on folders of SQLite databases.
+
+DIR holds one folder per database: db.sqlite and questions.jsonl ({"qid","question",
+"gold_sql"}). For each question the SQL agent (rag.sql) writes, validates and runs a query
+on a read-only connection; the gold query runs on the same kind of connection. A prediction
+is correct when its rows equal the gold rows as a multiset (as a list when the gold query
+has an ORDER BY), column order included. Records are appended to OUT/records.jsonl as they
+are produced, so an interrupted run resumes; metrics are recomputed from all records.
+
+writes_executed counts questions after which a database file's sha256 or mtime changed; it
+must be 0. Both queries fetch up to 100,000 rows here (the service's default cap is lower),
+so that a large correct result is not cut short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evals import metrics as M
+from evals.qa import load_done, read_jsonl, subset
+from rag.config import Settings
+from rag.errors import InputError
+
+EVAL_MAX_ROWS = 100_000
+
+
+def _norm(v):
+    """Compare values the way a reader would: 3 == 3.0, floats to 6 significant places."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return int(v) if v.is_integer() else float(f"{v:.6g}")
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+def results_match(pred: list[tuple], gold: list[tuple], ordered: bool) -> bool:
+    p = [tuple(_norm(v) for v in r) for r in pred]
+    g = [tuple(_norm(v) for v in r) for r in gold]
+    if ordered:
+        return p == g
+    return Counter(map(repr, p)) == Counter(map(repr, g))
+
+
+def gold_orders(gold_sql: str) -> bool:
+    """Whether the gold query's outermost SELECT orders its rows."""
+    import sqlglot
+
+    try:
+        return sqlglot.parse_one(gold_sql, read="sqlite").args.get("order") is not None
+    except Exception:  # noqa: BLE001 - fall back to text for SQL sqlglot cannot parse
+        return "order by" in gold_sql.lower()
+
+
+def file_state(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def make_generator(settings: Settings):
+    from rag.generate import HFGenerator, ScriptedGenerator
+
+    if settings.backend == "fake":
+        return ScriptedGenerator()
+    return HFGenerator(settings.sql_decoder or settings.decoder, settings.data_dir / "models", None,
+                       settings.threads)
+
+
+def load_items(data: Path) -> list[dict]:
+    items = []
+    for folder in sorted(p for p in data.iterdir() if (p / "db.sqlite").is_file()):
+        for q in read_jsonl(folder / "questions.jsonl"):
+            items.append({**q, "db_id": folder.name, "db_path": str(folder / "db.sqlite")})
+    if not items:
+        raise InputError(f"{data} holds no <db>/db.sqlite with questions.jsonl")
+    return items
+
+
+def run(settings: Settings, args, generator=None) -> dict:
+    from rag.sql import SqlAgent
+    from rag.sql_exec import QueryError, ReadOnlyDatabase
+    from rag.sql_schema import introspect
+
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = subset(load_items(data), getattr(args, "limit", None), "qid")
+    gen = generator or make_generator(settings)
+    records_path = out / "records.jsonl"
+    done = load_done(records_path)
+    with open(records_path, "w", encoding="utf-8") as f:
+        for rec in done.values():
+            f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+
+    dbs: dict[str, tuple] = {}
+    todo = [it for it in items if it["qid"] not in done]
+    with open(records_path, "a", encoding="utf-8") as f:
+        for it in tqdm(todo, desc="sql", disable=not todo):
+            path = Path(it["db_path"])
+            if it["db_id"] not in dbs:
+                db = ReadOnlyDatabase(str(path), settings.sql_timeout_s, EVAL_MAX_ROWS)
+                dbs[it["db_id"]] = (db, introspect(db))
+            db, schema = dbs[it["db_id"]]
+            before = file_state(path)
+            gold_rows, gold_error = None, None
+            try:
+                gold_rows = list(db.execute(it["gold_sql"]).rows)
+            except QueryError as e:
+                gold_error = str(e)
+            outcome = SqlAgent(gen, db, schema, settings.sql_max_new_tokens).run(it["question"])
+            final = outcome.final
+            pred_rows = list(final.result.rows) if final is not None else None
+            correct = (pred_rows is not None and gold_rows is not None
+                       and results_match(pred_rows, gold_rows, gold_orders(it["gold_sql"])))
+            rec = {
+                "id": it["qid"], "db_id": it["db_id"], "question": it["question"], "gold_sql": it["gold_sql"],
+                "pred_sql": final.safe_sql if final is not None else None,
+                "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error,
+                              "rows": None if a.result is None else len(a.result.rows)} for a in outcome.attempts],
+                "repaired": len(outcome.attempts) > 1, "linked_tables": outcome.tables,
+                "valid_sql": final is not None, "correct": bool(correct), "gold_error": gold_error,
+                "pred_rows": None if pred_rows is None else [list(r) for r in pred_rows[:5]],
+                "gold_rows": None if gold_rows is None else [list(r) for r in gold_rows[:5]],
+                "latency_s": outcome.seconds, "write_detected": file_state(path) != before,
+            }
+            f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            f.flush()
+            done[rec["id"]] = rec
+    for db, _schema in dbs.values():
+        db.dispose()
+
+    recs = [done[it["qid"]] for it in items if it["qid"] in done]
+    lat = [r["latency_s"] for r in recs]
+    per_db = {}
+    for db_id in sorted({r["db_id"] for r in recs}):
+        rs = [r for r in recs if r["db_id"] == db_id]
+        per_db[db_id] = {"n": len(rs), "execution_accuracy": M.mean([r["correct"] for r in rs])}
+    metrics = {
+        "n": len(recs),
+        "execution_accuracy": M.mean([r["correct"] for r in recs]),
+        "valid_sql_rate": M.mean([r["valid_sql"] for r in recs]),
+        "repair_rate": M.mean([r["repaired"] for r in recs]),
+        "writes_executed": sum(r["write_detected"] for r in recs),
+        "gold_errors": sum(r["gold_error"] is not None for r in recs),
+        "latency_p50_s": M.percentile(lat, 50), "latency_p95_s": M.percentile(lat, 95),
+        "per_db": per_db, "model": getattr(gen, "name", ""),
+        "max_new_tokens": settings.sql_max_new_tokens, "limit": getattr(args, "limit", None),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

@@ -1,0 +1,243 @@
+"""Answering questions from a registered SQL database: route -> SQL -> rows -> checked answer.
+
+    question -> link tables -> prompt (schema of linked tables, generic few-shot) -> decoder
+             -> validate (rag.sql_guard) -> execute read-only (rag.sql_exec)
+             -> on error or no rows: one repair with the error in the prompt
+             -> prose from the rows -> consistency check -> Answer citing SQL and rows
+
+The consistency check is lexical: every number and every capitalised name in the prose must
+occur in the rows (names may also come from the question, which the prose may echo). A
+prose answer that fails it is dropped and the rows themselves are the answer; no rows is an
+abstention. Limits: the router is a keyword heuristic, not a classifier; the few-shot
+examples are generic (a library database written for this module), not tuned per database.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rag.errors import UnsafeSQLError
+from rag.sql_exec import QueryError, QueryResult, ReadOnlyDatabase
+from rag.sql_guard import table_columns, validate_sql
+from rag.sql_schema import DbSchema, link_tables, render_schema, table_score
+from rag.types import Answer, Citation
+
+Route = Literal["documents", "database", "both"]
+
+SYSTEM = ("You are an expert SQL writer. Given a database schema and a question, write one {dialect} "
+          "SELECT query that answers it. Use only the tables and columns in the schema. Select only the "
+          "columns the question asks for. Reply with the SQL only, in a ```sql block.")
+
+# Generic worked examples on a made-up schema (never the evaluation databases).
+_FEW_SHOT_SCHEMA = """CREATE TABLE author (
+  id INTEGER PRIMARY KEY,
+  name TEXT,  -- e.g. 'Ann Lee', 'Bo Chen'
+  country TEXT  -- e.g. 'Canada', 'Chile'
+);
+CREATE TABLE book (
+  id INTEGER PRIMARY KEY,
+  title TEXT,  -- e.g. 'Blue Rivers', 'Night Train'
+  author_id INTEGER,
+  price REAL,  -- e.g. 12.5, 20.0
+  year INTEGER,  -- e.g. 1999, 2004
+  FOREIGN KEY (author_id) REFERENCES author(id)
+);"""
+FEW_SHOT = [
+    ("How many books were published after 2000?", "SELECT count(*) FROM book WHERE year > 2000"),
+    ("List the name of each author and the number of books they wrote.",
+     "SELECT T1.name, count(*) FROM author AS T1 JOIN book AS T2 ON T1.id = T2.author_id GROUP BY T1.id"),
+    ("What is the title of the most expensive book?", "SELECT title FROM book ORDER BY price DESC LIMIT 1"),
+    ("Which countries have authors with no books?",
+     "SELECT country FROM author WHERE id NOT IN (SELECT author_id FROM book)"),
+]
+
+_CUES = re.compile(r"\b(how many|number of|count|average|mean|total|sum|maximum|minimum|most|least|highest|"
+                   r"lowest|largest|smallest|list|each|per|top \d+|more than|less than|at least)\b", re.I)
+
+
+def route(question: str, schema: DbSchema | None, has_documents: bool) -> Route:
+    """Documents, the database, or both (database first, documents if it finds nothing)."""
+    if schema is None:
+        return "documents"
+    if not has_documents:
+        return "database"
+    score = max((table_score(question, t) for t in schema.tables), default=0.0)
+    if score >= 2 and _CUES.search(question):
+        return "database"
+    return "both" if score >= 1 else "documents"
+
+
+def sql_messages(question: str, schema: DbSchema, tables: list[str]) -> list[dict[str, str]]:
+    dialect = "SQLite" if schema.dialect == "sqlite" else "PostgreSQL"
+    msgs = [{"role": "system", "content": SYSTEM.format(dialect=dialect)}]
+    shots = "\n\n".join(f"Question: {q}\n```sql\n{s}\n```" for q, s in FEW_SHOT)
+    msgs.append({"role": "user", "content": f"Schema:\n{_FEW_SHOT_SCHEMA}\n\nExamples:\n{shots}\n\n"
+                                            f"Schema:\n{render_schema(schema, tables)}\n\nQuestion: {question}"})
+    return msgs
+
+
+_BLOCK = re.compile(r"```(?:sql|sqlite)?\s*(.*?)(?:```|$)", re.S | re.I)
+_START = re.compile(r"\b(SELECT|WITH)\b", re.I)
+
+
+def extract_sql(text: str) -> str:
+    """The SQL in the decoder's reply: a fenced block if any, else from the first SELECT/WITH."""
+    m = _BLOCK.search(text)
+    sql = m.group(1) if m else text
+    s = _START.search(sql)
+    sql = sql[s.start():] if s else sql
+    return sql.strip().rstrip(";").strip()
+
+
+@dataclass
+class SqlAttempt:
+    raw: str
+    sql: str  # as extracted
+    safe_sql: str | None = None  # as validated and executed
+    error: str | None = None
+    result: QueryResult | None = None
+
+
+@dataclass
+class SqlOutcome:
+    attempts: list[SqlAttempt] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> SqlAttempt | None:
+        """The attempt to answer from: the last one with rows, else the last that ran."""
+        ran = [a for a in self.attempts if a.result is not None]
+        with_rows = [a for a in ran if a.result.rows]
+        return (with_rows or ran or [None])[-1]
+
+
+class SqlAgent:
+    """Writes, checks and runs SQL for one database with one decoder."""
+
+    def __init__(self, generator, db: ReadOnlyDatabase, schema: DbSchema, max_new_tokens: int = 200,
+                 max_tables: int = 4):
+        self.generator = generator
+        self.db = db
+        self.schema = schema
+        self.allowed = table_columns(schema)
+        self.max_new_tokens = max_new_tokens
+        self.max_tables = max_tables
+
+    def run(self, question: str) -> SqlOutcome:
+        t0 = time.perf_counter()
+        out = SqlOutcome(tables=link_tables(question, self.schema, self.max_tables))
+        messages = sql_messages(question, self.schema, out.tables)
+        first = self._attempt(messages)
+        out.attempts.append(first)
+        if first.error or (first.result is not None and not first.result.rows):
+            problem = first.error or "it returned no rows"
+            repair = messages + [
+                {"role": "assistant", "content": f"```sql\n{first.sql}\n```"},
+                {"role": "user", "content": f"That query is wrong: {problem}. Write a corrected query. "
+                                            "Use only the tables and columns in the schema."}]
+            out.attempts.append(self._attempt(repair))
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def _attempt(self, messages: list[dict[str, str]]) -> SqlAttempt:
+        raw = self.generator.generate(messages, self.max_new_tokens).text
+        att = SqlAttempt(raw, extract_sql(raw))
+        try:
+            att.safe_sql = validate_sql(att.sql, self.allowed, dialect=self.schema.dialect,
+                                        max_rows=self.db.max_rows, schema_name=self.schema.schema_name)
+            att.result = self.db.execute(att.safe_sql)
+        except (UnsafeSQLError, QueryError) as e:
+            att.error = str(e)
+        return att
+
+
+# -- from rows to an answer -----------------------------------------------------------------
+_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
+_NAME = re.compile(r"\b[A-Z][\w'’.-]*[\w]")
+
+
+def _numbers(text: str) -> list[float]:
+    out = []
+    for m in _NUMBER.findall(text):
+        try:
+            out.append(float(m.replace(",", "")))
+        except ValueError:
+            pass
+    return out
+
+
+def unsupported_claims(prose: str, question: str, result: QueryResult) -> list[str]:
+    """Numbers and names in `prose` that the rows (or, for names, the question) don't contain."""
+    cells = [c for row in result.rows for c in row]
+    text = " ".join(str(c) for c in cells).lower()
+    nums = [float(c) for c in cells if isinstance(c, (int, float)) and not isinstance(c, bool)]
+    nums += _numbers(text) + [float(len(result.rows))]
+    bad = []
+    for m in _NUMBER.finditer(prose):
+        raw = m.group().rstrip(",")
+        try:
+            v = float(raw.replace(",", ""))
+        except ValueError:
+            continue
+        places = len(raw.split(".")[1]) if "." in raw else 0
+        if not any(abs(v - n) < 1e-9 or round(n, places) == v for n in nums):
+            bad.append(raw)
+    low_q = question.lower()
+    for sentence in re.split(r"(?<=[.!?])\s+", prose):
+        for i, m in enumerate(_NAME.finditer(sentence)):
+            word = m.group().rstrip(".").lower()
+            if i == 0 and m.start() == 0:
+                continue  # sentence-initial capital is grammar, not a name
+            if word not in text and word not in low_q:
+                bad.append(m.group())
+    return bad
+
+
+ANSWER_SYSTEM = ("Answer the question in one short sentence using only the rows from the database. "
+                 "Copy names and numbers exactly as they appear in the rows.")
+
+
+def rows_table(result: QueryResult, limit: int = 20) -> str:
+    lines = [" | ".join(result.columns)]
+    lines += [" | ".join("" if v is None else str(v) for v in row) for row in result.rows[:limit]]
+    if len(result.rows) > limit or result.truncated:
+        lines.append(f"... ({'more than ' if result.truncated else ''}{len(result.rows)} rows)")
+    return "\n".join(lines)
+
+
+def answer_from_outcome(question: str, outcome: SqlOutcome, db_name: str, generator=None,
+                        max_new_tokens: int = 64) -> Answer:
+    """The Answer for a SQL outcome: checked prose + SQL + rows, rows alone, or an abstention."""
+    att = outcome.final
+    trace: dict = {"route": "database", "database": db_name, "tables": outcome.tables,
+                   "attempts": [{"sql": a.sql, "safe_sql": a.safe_sql, "error": a.error} for a in outcome.attempts]}
+    timings = {"sql_s": outcome.seconds}
+    model = getattr(generator, "name", "")
+    if att is None or not att.result.rows:
+        why = "the query found no rows" if att is not None else (outcome.attempts[-1].error or "no valid SQL")
+        trace["abstain_reason"] = f"database: {why}"
+        return Answer(question, f"I don't know: the database gave no answer ({why}).", (), (), True, model,
+                      timings, trace=trace)
+    res = att.result
+    trace.update(sql=att.safe_sql, columns=list(res.columns), rows=[list(r) for r in res.rows[:50]],
+                 truncated=res.truncated)
+    table = rows_table(res)
+    prose = ""
+    if generator is not None:
+        t0 = time.perf_counter()
+        msgs = [{"role": "system", "content": ANSWER_SYSTEM},
+                {"role": "user", "content": f"Rows:\n{table}\n\nQuestion: {question}"}]
+        prose = generator.generate(msgs, max_new_tokens).text.strip().split("\n")[0]
+        timings["answer_s"] = time.perf_counter() - t0
+        bad = unsupported_claims(prose, question, res)
+        trace["prose"] = prose
+        if bad:
+            trace["prose_rejected"] = bad
+            prose = ""
+    text = prose if prose else f"From the database:\n{table}"
+    cite = Citation(1, -1, f"sql:{db_name}", att.safe_sql)
+    return Answer(question, text, (cite,), (), False, model, timings, trace=trace)
