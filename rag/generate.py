@@ -69,6 +69,11 @@ class HFGenerator:
             except Exception as e:  # noqa: BLE001 - any loader failure is a model problem to the user
                 raise ModelError(f"could not load decoder {self.decoder} from {gguf}: {e}") from e
             model = model.to(torch.bfloat16)
+            # The weights are de-quantized already; the GGUF quantizer marker left on the model
+            # makes save_pretrained refuse ("quantized with gguf and is not serializable").
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             tmp = converted.with_name(converted.name + ".tmp")
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
