@@ -1,0 +1,201 @@
+"""`rag bench`: speed and memory of each stage, with the machine's limits beside them.
+
+Every number is a median over repeats, and each stage has a baseline measured in the same
+run (numpy brute force for search, the bandwidth/FLOP floor for models) because the
+machine is shared and noisy: ratios hold up where absolute times drift. Writes
+OUT/benchmarks.json and OUT/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Settings
+
+# Measured machine limits (shared/MODELS.md): memory bandwidth and bf16 GEMM rate, 2 cores.
+BANDWIDTH_GBS = 58.0
+BF16_GFLOPS = 730.0
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def p(values, q):
+    from evals.metrics import percentile
+
+    return percentile(values, q)
+
+
+def corpus_texts(n: int) -> list[str]:
+    """Real English and Korean passages: the dev SQuAD paragraphs when present, else the sample corpus."""
+    from ingest.chunk import split_document
+    from ingest.load import load_paths
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "squad2" / "corpus.jsonl"
+    sample = Path(__file__).resolve().parents[1] / "rag" / "data" / "sample"
+    docs, _ = load_paths([src] if src.exists() else [sample])
+    chunks = [c.text for d in docs for c in split_document(d)]
+    return (chunks * (n // max(len(chunks), 1) + 1))[:n]
+
+
+def bench_embed(settings: Settings, repeats: int, n: int) -> list[dict]:
+    from rag.embed import make_embedder
+
+    texts = corpus_texts(n)
+    rows = []
+    for name in ("e5", "minilm"):
+        emb = make_embedder(name, settings.threads, settings.embed_batch)
+        emb.embed_passages(texts[:4])  # load and warm up
+        runs = timed(lambda: emb.embed_passages(texts), repeats)
+        med = statistics.median(runs)
+        # MiniLM-L6: ~22M params -> ~2*22e6 FLOP per token; ~250 tokens per 1,000-char chunk
+        chars = sum(len(t) for t in texts) / len(texts)
+        flop = 2 * 22e6 * chars / 4
+        rows.append({"stage": f"embed passages ({name})", "chunks_per_s": n / med, "median_s": med,
+                     "bound_chunks_per_s": BF16_GFLOPS * 1e9 / flop, "n": n})
+    return rows
+
+
+def bench_ingest(settings: Settings, repeats: int, n: int) -> dict:
+    """Whole ingest (load, chunk, embed, index, commit) of n chunks' worth of text into a fresh store."""
+    from ingest.build import ingest_paths
+    from rag.pipeline import RagService
+
+    texts = corpus_texts(n)
+    runs = []
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "corpus.jsonl"
+            with open(f, "w") as out:
+                for i, t in enumerate(texts):
+                    out.write(json.dumps({"doc_id": f"d{i}", "title": "", "text": t}) + "\n")
+            s = settings.model_copy(update={"data_dir": Path(tmp) / "var"})
+            svc = RagService(s)
+            t0 = time.perf_counter()
+            rep = ingest_paths(s, svc.store, svc.embedder(), [f], "bench", progress=False)
+            runs.append((time.perf_counter() - t0, rep.chunks))
+    med = statistics.median(t for t, _ in runs)
+    return {"stage": f"ingest end to end ({settings.embedder})", "chunks_per_s": runs[0][1] / med, "median_s": med,
+            "n": runs[0][1]}
+
+
+def bench_search(sizes: list[int], queries: int = 200) -> list[dict]:
+    from rag.index import BM25Index, FaissIndex
+
+    rng = np.random.default_rng(0)
+    rows = []
+    vocab = [f"w{i}" for i in range(50_000)]
+    zipf = 1 / np.arange(1, len(vocab) + 1)
+    zipf /= zipf.sum()
+    for n in sizes:
+        vecs = rng.normal(size=(n, 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        idx = FaissIndex(384)
+        idx.add(np.arange(n), vecs)
+        qs = rng.normal(size=(queries, 384)).astype(np.float32)
+        dense = timed_each(lambda q: idx.search(q, 30), qs)
+        brute = timed_each(lambda q: np.argpartition(-(vecs @ q), 30)[:30], qs)
+        docs = rng.choice(len(vocab), size=(n, 60), p=zipf)
+        bm = BM25Index.build(list(range(n)), [[vocab[j] for j in row] for row in docs])
+        qtok = [[vocab[j] for j in rng.choice(len(vocab), size=6, p=zipf)] for _ in range(queries)]
+        lexical = timed_each(lambda t: bm.search(t, 30), qtok)
+        floor_ms = n * 384 * 4 / (BANDWIDTH_GBS * 1e9) * 1e3
+        rows.append({"chunks": n, "dense_p50_ms": p(dense, 50) * 1e3, "dense_p95_ms": p(dense, 95) * 1e3,
+                     "numpy_bruteforce_p50_ms": p(brute, 50) * 1e3, "bandwidth_floor_ms": floor_ms,
+                     "lexical_p50_ms": p(lexical, 50) * 1e3, "lexical_p95_ms": p(lexical, 95) * 1e3})
+    return rows
+
+
+def timed_each(fn, items) -> list[float]:
+    out = []
+    for it in items:
+        t = time.perf_counter()
+        fn(it)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_generate(settings: Settings, repeats: int) -> dict:
+    from rag.pipeline import RagService
+    from rag.prompt import build_messages
+    from rag.types import Chunk, Hit
+
+    svc = RagService(settings)
+    gen = svc.generator
+    texts = corpus_texts(4)
+    hits = [Hit(Chunk(i, "d", t, 0, len(t), 0, f"s{i}", ""), 1.0, "fused") for i, t in enumerate(texts)]
+    msgs = build_messages("What happened after the embargo ended?", hits)
+    t0 = time.perf_counter()
+    gen.generate(msgs, 4)  # load + warm up
+    load_s = time.perf_counter() - t0
+    results = [gen.generate(msgs, 32) for _ in range(repeats)]
+    ttft = statistics.median(r.ttft_s for r in results)
+    decode = statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9) for r in results if r.new_tokens > 1)
+    prompt_tokens = results[0].prompt_tokens
+    params = sum(x.numel() for x in gen.model.parameters())
+    bytes_per_token = params * 2  # bf16 weights read once per decoded token
+    return {"decoder": gen.name, "params_m": params / 1e6, "prompt_tokens": prompt_tokens, "ttft_s": ttft,
+            "decode_tok_per_s": decode, "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / bytes_per_token,
+            "prefill_floor_s": 2 * params * prompt_tokens / (BF16_GFLOPS * 1e9), "first_load_s": load_s}
+
+
+def run(settings: Settings, args) -> dict:
+    from rag.models import set_threads
+
+    threads = set_threads(settings.threads)
+    sizes = [1000, 5000] if args.quick else [int(x) for x in args.sizes.split(",")]
+    repeats = 2 if args.quick else args.repeats
+    n_embed = 64 if args.quick else 256
+    result = {"machine": {"python": platform.python_version(), "threads": threads, "cpu": platform.processor()},
+              "repeats": repeats}
+    result["embed"] = bench_embed(settings, repeats, n_embed)
+    result["ingest"] = bench_ingest(settings, max(1, repeats // 2), n_embed)
+    result["search"] = bench_search(sizes)
+    result["generate"] = bench_generate(settings, repeats)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(result, indent=1))
+    (out / "benchmarks.md").write_text(render(result))
+    print(render(result))
+    return result
+
+
+def render(r: dict) -> str:
+    lines = ["# Benchmarks", "", f"Produced by `rag bench` ({r['repeats']} repeats, medians; "
+             f"{r['machine']['threads']} threads). Raw numbers: `benchmarks.json`.", "",
+             "## Embedding and ingest", "", "| stage | chunks/s | FLOP bound chunks/s | share of bound |",
+             "|---|---:|---:|---:|"]
+    for e in r["embed"]:
+        lines.append(f"| {e['stage']} | {e['chunks_per_s']:.1f} | {e['bound_chunks_per_s']:.0f} | "
+                     f"{e['chunks_per_s'] / e['bound_chunks_per_s']:.0%} |")
+    i = r["ingest"]
+    lines += [f"| {i['stage']} | {i['chunks_per_s']:.1f} | | |", "",
+              "## Retrieval latency per query (top 30)", "",
+              "| chunks | dense p50 ms | dense p95 ms | numpy brute force p50 ms | bandwidth floor ms | "
+              "lexical p50 ms | lexical p95 ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in r["search"]:
+        lines.append(f"| {s['chunks']:,} | {s['dense_p50_ms']:.2f} | {s['dense_p95_ms']:.2f} | "
+                     f"{s['numpy_bruteforce_p50_ms']:.2f} | {s['bandwidth_floor_ms']:.2f} | "
+                     f"{s['lexical_p50_ms']:.2f} | {s['lexical_p95_ms']:.2f} |")
+    g = r["generate"]
+    lines += ["", "## Generation", "", "| decoder | params (M) | prompt tokens | TTFT s | prefill floor s | "
+              "decode tok/s | bandwidth bound tok/s | share of bound |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+              f"| {g['decoder']} | {g['params_m']:.0f} | {g['prompt_tokens']} | {g['ttft_s']:.2f} | "
+              f"{g['prefill_floor_s']:.2f} | {g['decode_tok_per_s']:.1f} | {g['decode_bound_tok_per_s']:.0f} | "
+              f"{g['decode_tok_per_s'] / g['decode_bound_tok_per_s']:.0%} |", "",
+              f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MB.", ""]
+    return "\n".join(lines)
