@@ -124,6 +124,9 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
         # Load every model now; lazy first use from two request threads at once would race.
         for name in {settings.effective_embedder(), *(c.embedder for c in svc.store.collections())}:
             svc.embedder(name).embed_query("warm up")
+        from rag.text import tokenize
+
+        tokenize("warm up 준비")  # the Korean morphology model behind BM25 takes seconds to load
         gen = svc.generator
         if hasattr(gen, "load"):
             gen.load()

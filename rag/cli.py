@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.errors import RagError
 
 # Modules that add subcommands of their own: each has `register(subparsers)`.
-EXTENSIONS: tuple[str, ...] = ("rag.finetune", "rag.sql_registry")
+EXTENSIONS: tuple[str, ...] = ("rag.finetune", "rag.sql_registry", "ui.launch")
 
 
 def _service(args):

@@ -1,0 +1,1 @@
+"""Streamlit front end: talks to the REST API over HTTP only (see ui/client.py)."""
