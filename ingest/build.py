@@ -19,6 +19,7 @@ from ingest.load import LoadError, load_paths
 from rag.collection import NewDocument, apply_changes, check_name, collection_lock
 from rag.config import Settings
 from rag.embed import Embedder
+from rag.graph import extraction
 from rag.errors import InputError, NotFoundError
 from rag.store import DocumentRow, Store
 from rag.text import tokenize
@@ -102,9 +103,12 @@ def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: li
             pos += len(cs)
         report.chunks = len(texts)
         if items or replace:
-            col = apply_changes(store, settings.data_dir, collection, embedder.name, embedder.dim, items, replace,
-                                run_stats={"documents": len(items), "chunks": len(texts)},
-                                before_commit=before_commit)
+            from ingest.extract import extract
+
+            with extraction(extract if settings.graph else None):
+                col = apply_changes(store, settings.data_dir, collection, embedder.name, embedder.dim, items,
+                                    replace, run_stats={"documents": len(items), "chunks": len(texts)},
+                                    before_commit=before_commit)
             report.index_version = col.index_version
     report.seconds = time.perf_counter() - t0
     return report

@@ -173,3 +173,8 @@ def sweep_versions(data_dir: Path, name: str, keep: int) -> None:
     for p in collection_dir(data_dir, name).glob("v[0-9]*"):
         if p.name != f"v{keep:06d}":
             shutil.rmtree(p, ignore_errors=True)
+
+
+# The knowledge graph registers itself in EXTRAS; importing it here makes sure it is
+# registered wherever indexes are loaded or changed.
+import rag.graph  # noqa: E402,F401

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     rrf_k: int = 60
     max_new_tokens: int = Field(default=48, ge=1, le=1024)
     max_question_chars: int = Field(default=2000, ge=10)
+    # RAG_GRAPH=on/off: extract entities into the knowledge graph at ingest, and let the
+    # router expand multi-hop questions through it (rag/graph_retrieve.py).
+    graph: bool = True
     # SQL tool (rag/sql*.py): the decoder that writes SQL (None = RAG_DECODER) and per-query limits.
     sql_decoder: DecoderName | None = None
     sql_timeout_s: float = Field(default=5.0, gt=0, le=300)

@@ -51,20 +51,33 @@ class RagService:
                                               adapter_path(self.settings), self.settings.threads)
         return self._generator
 
-    def retriever(self, collection: str, mode: str = "hybrid") -> HybridRetriever:
+    def retriever(self, collection: str, mode: str = "auto") -> HybridRetriever:
+        """mode auto: hybrid, plus graph expansion where the router sends a question (RAG_GRAPH);
+        graph: hybrid plus graph expansion for every question; hybrid|dense|lexical: that alone."""
         col = self.store.get_collection(collection)
-        return HybridRetriever(self.indexes.get(col), self.embedder(col.embedder),
-                               lambda ids: self.store.chunks(collection, ids),
-                               self.settings.candidates, self.settings.rrf_k, mode)
+        idx = self.indexes.get(col)
+        base = HybridRetriever(idx, self.embedder(col.embedder), lambda ids: self.store.chunks(collection, ids),
+                               self.settings.candidates, self.settings.rrf_k,
+                               "hybrid" if mode in ("auto", "graph") else mode)
+        if mode == "graph" or (mode == "auto" and self.settings.graph):
+            from rag.graph_retrieve import GraphRetriever
+
+            return GraphRetriever(base, idx.extras["graph"], always=mode == "graph")
+        return base
 
     # -- use cases -------------------------------------------------------------------------
     def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:
         question = self.check_question(question)
         return self.retriever(collection).retrieve(question, k or self.settings.top_k)
 
-    def rank(self, question: str, collection: str, k: int) -> list[Hit]:
-        """The full pipeline's ranking of passages (every retrieval stage that is enabled)."""
-        return self.retriever(collection).retrieve(question, k)
+    def rank(self, question: str, collection: str, k: int, trace: dict | None = None) -> list[Hit]:
+        """The full pipeline's ranking of passages (every retrieval stage that is enabled).
+        `trace` receives the retriever's explanation (e.g. the graph router's choice)."""
+        retriever = self.retriever(collection)
+        hits = retriever.retrieve(question, k)
+        if trace is not None:
+            trace.update(getattr(retriever, "trace", {}))
+        return hits
 
     def ask(self, question: str, collection: str) -> Answer:
         answer = None
@@ -90,11 +103,12 @@ class RagService:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # Rank more than the decoder sees: the tail feeds recall metrics and the trace.
-        ranked = self.rank(question, collection, max(s.top_k, RANKED))
+        route: dict = {}
+        ranked = self.rank(question, collection, max(s.top_k, RANKED), route)
         hits = ranked[: s.top_k]
         timings["retrieve_s"] = time.perf_counter() - t0
         trace: dict = {"retrieved": [h.chunk.id for h in ranked],
-                       "retrieved_sources": [h.chunk.source for h in ranked]}
+                       "retrieved_sources": [h.chunk.source for h in ranked], **route}
         model = self.generator.name
         if not relevant(question, hits):
             trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"

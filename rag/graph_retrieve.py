@@ -1,0 +1,190 @@
+"""Graph-expanded, iterative multi-hop retrieval, and the router that decides when to use it.
+
+For "The director of the film X is based in which city?" the passage about X is found by
+hybrid search, but the passage about its director shares no words with the question. So:
+1. link the question's entities to graph nodes (exact n-gram keys, then rapidfuzz on the
+   question's name-like spans);
+2. round 1: hybrid ranking fused with the passages *about* the linked entities (hop 0);
+3. bridge: the entities that round 1's best passages mention and that have passages of
+   their own (hop 1, weighted by the rank of the passage that names them, hubs discounted);
+4. round 2: hybrid search again with the question plus each bridge entity's name;
+5. everything fused by weighted RRF with the hybrid ranking, which keeps first say.
+The router (`route`) sends a question through this only when it links to an entity and
+looks multi-hop or entity-centred; otherwise the hybrid ranking is returned untouched, so
+single-hop questions lose nothing. The choice and its reason go into `trace`.
+Limits: rules, not a trained router; relations are not typed, so hops follow any edge."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from rag.entities import _TOKEN, entity_key, mentions
+from rag.graph import KnowledgeGraph
+from rag.retrieve import HybridRetriever, rrf
+from rag.text import has_hangul
+from rag.types import Hit
+
+# Questions that chain or compare entities (HotpotQA's bridge and comparison types, and
+# their Korean counterparts). Single-hop fact questions rarely match these.
+_MULTI_HOP = re.compile(
+    r"\b(both|same|either|older|younger|earlier|later|first|longer|larger|bigger|more|less|"
+    r"whose|which|what|who)\b.*\b(of|by|in|from|for|with|that|who|which|whose|where|the)\b.*\b[A-Z\"“]|"
+    r"\b(the|a|an) (\w+ ){0,3}(of|by|from|for|starring|featuring|founded|directed|written|named|"
+    r"located|born|based|played|released|produced|owned) (the )?[\"“]?[A-Z0-9]|"
+    r"\b(older|younger|earlier|later|both|same)\b|"
+    r"(의 .+(은|는|이|가) |중 (누가|어느|무엇)|둘 다|같은|더 (먼저|오래|늦게|많은|큰))")
+_QUESTION_START = frozenset("what who whom whose which when where why how is are was were did does do in on "
+                            "at for of the a an name".split())
+
+
+@dataclass(frozen=True)
+class Link:
+    key: str
+    surface: str
+    score: float  # 1.0 exact, lower for fuzzy
+    titled: bool  # the entity has passages about it (a document title)
+
+
+@dataclass(frozen=True)
+class Route:
+    use_graph: bool
+    reason: str
+
+
+def link(question: str, kg: KnowledgeGraph, fuzzy_min: float = 88.0, max_n: int = 8) -> list[Link]:
+    """Graph nodes named in the question: exact key matches of word n-grams (the longest
+    wins; a single word only when capitalised mid-sentence), then fuzzy matches of the
+    question's name-like spans that found no exact node."""
+    toks = list(_TOKEN.finditer(question))
+    found: dict[str, Link] = {}
+    covered: set[int] = set()
+    for n in range(min(max_n, len(toks)), 0, -1):
+        for i in range(len(toks) - n + 1):
+            if covered & set(range(i, i + n)):
+                continue
+            span = question[toks[i].start():toks[i + n - 1].end()]
+            if n == 1 and not (span[:1].isupper() and (i > 0 or span.lower() not in _QUESTION_START)):
+                continue
+            k = entity_key(span)
+            named = any(t.group()[:1].isupper() for t in toks[i:i + n] if t.group().lower() not in _QUESTION_START)
+            if k in kg and not k.isdigit() and (named or has_hangul(span) or kg.g.nodes[k]["title"]):
+                covered |= set(range(i, i + n))
+                found[k] = Link(k, span, 1.0, bool(kg.g.nodes[k]["title"]))
+    for surface, _pos in mentions(question):
+        k = entity_key(surface)
+        if not k or k in found:
+            continue
+        if k in kg:
+            found[k] = Link(k, surface, 1.0, bool(kg.g.nodes[k]["title"]))
+        elif len(k) >= 4:
+            hit = _fuzzy(k, kg, fuzzy_min)
+            if hit and hit[0] not in found:
+                found[hit[0]] = Link(hit[0], surface, hit[1] / 100.0, bool(kg.g.nodes[hit[0]]["title"]))
+    return list(found.values())
+
+
+def _fuzzy(key: str, kg: KnowledgeGraph, cutoff: float) -> tuple[str, float] | None:
+    from rapidfuzz import fuzz, process
+
+    keys = kg.g.graph.setdefault("_keys", list(kg.g.nodes))  # cached per loaded graph
+    hit = process.extractOne(key, keys, scorer=fuzz.ratio, score_cutoff=cutoff)
+    return (hit[0], float(hit[1])) if hit else None
+
+
+def route(question: str, links: list[Link]) -> Route:
+    """Graph expansion for multi-hop or entity-centred questions only."""
+    titled = [lk for lk in links if lk.titled]
+    if not links:
+        return Route(False, "no entity of the question is in the graph: hybrid ranking only")
+    if len(titled) >= 2:
+        return Route(True, f"links {len(titled)} entities with passages of their own "
+                           f"({', '.join(lk.surface for lk in titled[:4])}): comparison or bridge question")
+    if titled:
+        return Route(True, f"entity-centred: {titled[0].surface!r} has passages of its own; expand to "
+                           "the entities those passages name")
+    if _MULTI_HOP.search(question):
+        names = ", ".join(lk.surface for lk in links[:4])
+        return Route(True, f"multi-hop phrasing around linked entities ({names}): expand the graph")
+    return Route(False, "entities without passages of their own and single-hop phrasing: "
+                        "hybrid ranking only, to keep precision")
+
+
+@dataclass
+class GraphRetriever:
+    hybrid: HybridRetriever
+    graph: KnowledgeGraph
+    always: bool = False  # --mode graph: expand every question, no router
+    pool: int = 100  # hybrid candidates per retriever
+    first_round: int = 4  # best round-1 passages whose entities become bridges
+    bridges: int = 3  # bridge entities searched again in round 2
+    graph_weight: float = 1.0
+    round2_weight: float = 0.5
+    trace: dict = field(default_factory=dict)
+
+    def retrieve(self, question: str, k: int) -> list[Hit]:
+        h, kg = self.hybrid, self.graph
+        n = max(k, self.pool)
+        fused = rrf([[i for i, _ in h.dense(question, n)], [i for i, _ in h.lexical(question, n)]], h.rrf_k)
+        hybrid_rank = [i for i, _ in fused]
+        links = link(question, kg) if kg.g.number_of_nodes() else []
+        decision = route(question, links)
+        use = decision.use_graph or (self.always and bool(links))
+        self.trace = {"graph": {"used": use, "reason": decision.reason if not self.always or not use
+                                else "graph mode: expansion forced", "linked": [lk.surface for lk in links]}}
+        if not use:
+            return self._hits(fused[:k], "fused")
+
+        # hop 0: passages about the question's entities (an entity with many passages, such
+        # as a long article, says little about which one is meant)
+        hop0: dict[int, float] = {}
+        for lk in links:
+            about = kg.g.nodes[lk.key]["title"]
+            for c in about:
+                hop0[c] = hop0.get(c, 0.0) + lk.score / math.sqrt(len(about))
+        hop0_rank = _ranked(hop0, hybrid_rank)
+        round1 = [i for i, _ in rrf([hybrid_rank, hop0_rank], h.rrf_k)][:self.first_round]
+
+        # hop 1: entities named by round 1's best passages that have passages of their own
+        linked = {lk.key for lk in links}
+        in_round1 = set(round1)
+        bridge: dict[str, float] = {}
+        for r, cid in enumerate(round1):
+            for e in kg.entities_in(cid):
+                about = kg.g.nodes[e]["title"]
+                if e in linked or not about or about <= in_round1:
+                    continue
+                hub = math.log2(2 + len(kg.g.nodes[e]["mention"]))
+                bridge[e] = bridge.get(e, 0.0) + 1.0 / ((r + 1) * hub)
+        picked = sorted(bridge, key=lambda e: (-bridge[e], e))[:self.bridges]
+        hop1: dict[int, float] = {}
+        for e in picked:
+            about = kg.g.nodes[e]["title"]
+            for c in about:
+                hop1[c] = hop1.get(c, 0.0) + bridge[e] / math.sqrt(len(about))
+        graph_rank = _ranked(hop0, hybrid_rank) + [c for c in _ranked(hop1, hybrid_rank) if c not in hop0]
+
+        # round 2: search again with each bridge entity's name added to the question
+        rankings, weights = [hybrid_rank, graph_rank], [1.0, self.graph_weight]
+        for e in picked:
+            q2 = f"{question} {kg.g.nodes[e]['name']}"
+            r2 = rrf([[i for i, _ in h.dense(q2, k)], [i for i, _ in h.lexical(q2, k)]], h.rrf_k)
+            rankings.append([i for i, _ in r2])
+            weights.append(self.round2_weight)
+        final = rrf(rankings, h.rrf_k, weights)[:k]
+        self.trace["graph"]["bridges"] = [kg.g.nodes[e]["name"] for e in picked]
+        graph_ids = set(hop0) | set(hop1)
+        hits = self._hits(final, "fused")
+        return [Hit(x.chunk, x.score, "graph") if x.chunk.id in graph_ids and x.chunk.id not in hybrid_rank[:k]
+                else x for x in hits]
+
+    def _hits(self, ranked: list[tuple[int, float]], stage: str) -> list[Hit]:
+        chunks = self.hybrid.lookup([i for i, _ in ranked])
+        return [Hit(chunks[i], s, stage) for i, s in ranked if i in chunks]
+
+
+def _ranked(scores: dict[int, float], tiebreak: list[int]) -> list[int]:
+    """Ids by score, ties broken by the hybrid ranking (then id, for determinism)."""
+    pos = {c: r for r, c in enumerate(tiebreak)}
+    return sorted(scores, key=lambda c: (-scores[c], pos.get(c, len(pos)), c))
