@@ -187,3 +187,22 @@ def test_key_management(api):
     assert client.get("/v1/collections/beta/documents", headers=bearer(key)).status_code == 200
     assert client.delete("/v1/keys/tmp", headers=h).status_code == 200
     assert client.get("/v1/collections/beta/documents", headers=bearer(key)).status_code == 401
+
+
+def test_concurrent_requests_match_serial_answers(api):
+    """Requests run in the thread pool at once; shared parts (index cache, decoder) must not mix them up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, keys = api
+    questions = [QUESTION, "What is the largest planet in the Solar System?", "Where did tea drinking begin?",
+                 "How tall is the Harbor Point Lighthouse tower?"] * 2
+
+    def ask(q):
+        r = client.post("/v1/ask", json={"question": q, "collection": "alpha"}, headers=bearer(keys["alpha_reader"]))
+        assert r.status_code == 200, r.text
+        return r.json()["text"], [c["chunk_id"] for c in r.json()["citations"]]
+
+    serial = [ask(q) for q in questions[:4]]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(ask, questions))
+    assert parallel == serial * 2
