@@ -20,8 +20,9 @@ ABSTAIN_MESSAGE = "I don't know: the documents do not contain the answer."
 ABSTAIN_MESSAGE_KO = "모르겠습니다: 문서에서 답을 찾을 수 없습니다."
 
 SYSTEM = (
+    # No sample answer in the instruction: small decoders copy it ("1912 [2]") when unsure.
     "Answer the question using only the numbered passages. Reply with the shortest exact phrase "
-    "from the passages that answers it, then the passage number in brackets, like: 1912 [2]. "
+    "from the passages that answers it, followed by the number of its passage in brackets. "
     "Answer in the language of the question. If the passages do not contain the answer, reply "
     f"exactly: {ABSTAIN}"
 )
