@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests that load a real decoder share one converted copy instead of re-converting the GGUF
+# (about a minute) in every temporary data folder.
+os.environ.setdefault("RAG_MODEL_DIR", str(Path(__file__).resolve().parents[1] / "var" / "models"))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rag" / "data" / "sample"
