@@ -157,6 +157,13 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"detail": str(exc), "error": {"message": str(exc), "type": type(exc).__name__, "code": status}}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # A bug, not a user error: same JSON shape, no internals beyond the type; the traceback goes to the log.
+        msg = f"internal error ({type(exc).__name__}); the API log has the details"
+        return JSONResponse({"detail": msg, "error": {"message": msg, "type": "InternalError", "code": 500}},
+                            status_code=500)
+
     @app.get("/healthz", tags=["service"])
     def healthz(request: Request):
         st = state(request)

@@ -75,15 +75,20 @@ wait_http "http://$HOST:$UI_PORT/_stcore/health" "$(cat "$RUN/ui.pid")" "$LOGS/u
 
 QUESTION="${QUESTION:-Who designed the Harbor Point Lighthouse?}"
 echo "== asking through the API: $QUESTION"
-"$PY" - "$HOST" "$API_PORT" "$QUESTION" <<'EOF'
-import json, os, sys, urllib.request
+status=0
+"$PY" - "$HOST" "$API_PORT" "$QUESTION" <<'EOF' || status=$?
+import json, os, sys, urllib.error, urllib.request
 
 host, port, question = sys.argv[1], sys.argv[2], sys.argv[3]
 req = urllib.request.Request(f"http://{host}:{port}/v1/ask", method="POST",
                              data=json.dumps({"question": question, "collection": "default"}).encode(),
                              headers={"Content-Type": "application/json",
                                       "Authorization": "Bearer " + os.environ["RAG_ADMIN_KEY"]})
-a = json.load(urllib.request.urlopen(req, timeout=600))
+try:
+    a = json.load(urllib.request.urlopen(req, timeout=600))
+except urllib.error.HTTPError as e:
+    print(f"the API answered {e.code}: {e.read().decode(errors='replace')[:500]}", file=sys.stderr)
+    sys.exit(1)
 print(("(abstained) " if a["abstained"] else "") + a["answer"])
 for c in a["citations"]:
     print(f"  [{c['marker']}] {os.path.basename(c['source'])}: \"{' '.join(c['quote'].split())}\"")
@@ -99,3 +104,5 @@ cat <<EOF
   logs:      $LOGS/api.log, $LOGS/ui.log
   stop:      scripts/run_stack.sh stop
 EOF
+[ "$status" -eq 0 ] || echo "the sample question failed (see $LOGS/api.log); the stack is still running" >&2
+exit "$status"
