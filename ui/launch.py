@@ -6,7 +6,6 @@ RAG_API_KEY): it never reads Settings or loads models itself."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +20,10 @@ def cmd_ui(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("app.py")),
            "--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false", "--client.toolbarMode", "viewer"]
-    return subprocess.call(cmd, env=env)
+    # exec, not a child process: whoever started `rag ui` (a script, a test, compose) then
+    # holds streamlit's own pid, and stopping it leaves no orphan server behind.
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def register(sub) -> None:
