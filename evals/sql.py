@@ -4,7 +4,8 @@ DIR holds one folder per database: db.sqlite and questions.jsonl ({"qid","questi
 "gold_sql"}). For each question the SQL agent (rag.sql) writes, validates and runs a query
 on a read-only connection; the gold query runs on the same kind of connection. A prediction
 is correct when its rows equal the gold rows as a multiset (as a list when the gold query
-has an ORDER BY), column order included. Records are appended to OUT/records.jsonl as they
+has an ORDER BY), with the columns in any order as in Spider's execution accuracy; the
+metric with the column order enforced is reported beside it. Records are appended to OUT/records.jsonl as they
 are produced, so an interrupted run resumes; metrics are recomputed from all records.
 
 writes_executed counts questions after which a database file's sha256 or mtime changed; it
@@ -18,6 +19,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from itertools import permutations
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,12 +43,19 @@ def _norm(v):
     return v
 
 
-def results_match(pred: list[tuple], gold: list[tuple], ordered: bool) -> bool:
+def results_match(pred: list[tuple], gold: list[tuple], ordered: bool, any_column_order: bool = True) -> bool:
+    """Rows equal as a multiset (a list when `ordered`). With `any_column_order` (Spider's
+    execution-accuracy convention) the predicted columns may come in another order: some
+    permutation of them must match (tried for up to 6 columns)."""
     p = [tuple(_norm(v) for v in r) for r in pred]
     g = [tuple(_norm(v) for v in r) for r in gold]
-    if ordered:
-        return p == g
-    return Counter(map(repr, p)) == Counter(map(repr, g))
+
+    def same(a, b):
+        return a == b if ordered else Counter(map(repr, a)) == Counter(map(repr, b))
+
+    if same(p, g) or not any_column_order or not p or not g or len(p[0]) != len(g[0]) or len(p[0]) > 6:
+        return same(p, g)
+    return any(same([tuple(r[i] for i in perm) for r in p], g) for perm in permutations(range(len(p[0]))))
 
 
 def gold_orders(gold_sql: str) -> bool:
@@ -68,7 +77,7 @@ def make_generator(settings: Settings):
 
     if settings.backend == "fake":
         return ScriptedGenerator()
-    return HFGenerator(settings.sql_decoder or settings.decoder, settings.data_dir / "models", None,
+    return HFGenerator(settings.sql_decoder or settings.decoder, settings.models_path, None,
                        settings.threads)
 
 
@@ -115,15 +124,18 @@ def run(settings: Settings, args, generator=None) -> dict:
             outcome = SqlAgent(gen, db, schema, settings.sql_max_new_tokens).run(it["question"])
             final = outcome.final
             pred_rows = list(final.result.rows) if final is not None else None
-            correct = (pred_rows is not None and gold_rows is not None
-                       and results_match(pred_rows, gold_rows, gold_orders(it["gold_sql"])))
+            ordered = gold_orders(it["gold_sql"])
+            ok = pred_rows is not None and gold_rows is not None
+            correct = ok and results_match(pred_rows, gold_rows, ordered)
+            correct_strict = ok and results_match(pred_rows, gold_rows, ordered, any_column_order=False)
             rec = {
                 "id": it["qid"], "db_id": it["db_id"], "question": it["question"], "gold_sql": it["gold_sql"],
                 "pred_sql": final.safe_sql if final is not None else None,
                 "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error,
                               "rows": None if a.result is None else len(a.result.rows)} for a in outcome.attempts],
                 "repaired": len(outcome.attempts) > 1, "linked_tables": outcome.tables,
-                "valid_sql": final is not None, "correct": bool(correct), "gold_error": gold_error,
+                "valid_sql": final is not None, "correct": bool(correct), "correct_strict": bool(correct_strict),
+                "gold_error": gold_error,
                 "pred_rows": None if pred_rows is None else [list(r) for r in pred_rows[:5]],
                 "gold_rows": None if gold_rows is None else [list(r) for r in gold_rows[:5]],
                 "latency_s": outcome.seconds, "write_detected": file_state(path) != before,
@@ -135,6 +147,10 @@ def run(settings: Settings, args, generator=None) -> dict:
         db.dispose()
 
     recs = [done[it["qid"]] for it in items if it["qid"] in done]
+    if _rescore_old(recs, items, settings):
+        with open(records_path, "w", encoding="utf-8") as f:
+            for rec in done.values():
+                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
     lat = [r["latency_s"] for r in recs]
     per_db = {}
     for db_id in sorted({r["db_id"] for r in recs}):
@@ -143,6 +159,7 @@ def run(settings: Settings, args, generator=None) -> dict:
     metrics = {
         "n": len(recs),
         "execution_accuracy": M.mean([r["correct"] for r in recs]),
+        "execution_accuracy_strict_column_order": M.mean([r["correct_strict"] for r in recs]),
         "valid_sql_rate": M.mean([r["valid_sql"] for r in recs]),
         "repair_rate": M.mean([r["repaired"] for r in recs]),
         "writes_executed": sum(r["write_detected"] for r in recs),
@@ -153,3 +170,25 @@ def run(settings: Settings, args, generator=None) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _rescore_old(recs: list[dict], items: list[dict], settings: Settings) -> bool:
+    """Records written before both scores were kept hold one strict `correct`: re-run their
+    validated SQL and the gold SQL (read-only, milliseconds, no model) to fill in both."""
+    from rag.sql_exec import QueryError, ReadOnlyDatabase
+
+    paths = {it["qid"]: it["db_path"] for it in items}
+    old = [r for r in recs if "correct_strict" not in r]
+    for r in old:
+        r["correct_strict"] = r["correct"]
+        if r["pred_sql"] is None or r["gold_error"] is not None:
+            continue
+        db = ReadOnlyDatabase(paths[r["id"]], settings.sql_timeout_s, EVAL_MAX_ROWS)
+        try:
+            pred, gold = db.execute(r["pred_sql"]).rows, db.execute(r["gold_sql"]).rows
+            r["correct"] = results_match(list(pred), list(gold), gold_orders(r["gold_sql"]))
+        except QueryError:
+            pass
+        finally:
+            db.dispose()
+    return bool(old)

@@ -135,10 +135,15 @@ class SqlAgent:
         out.attempts.append(first)
         if first.error or (first.result is not None and not first.result.rows):
             problem = first.error or "it returned no rows"
-            repair = messages + [
+            # The first try often failed because linking left out a table: repair with a wider
+            # schema (every table of a small database), and say plainly not to repeat the query.
+            wide = ([t.name for t in self.schema.tables] if len(self.schema.tables) <= 2 * self.max_tables
+                    else link_tables(question, self.schema, 2 * self.max_tables))
+            repair = sql_messages(question, self.schema, wide) + [
                 {"role": "assistant", "content": f"```sql\n{first.sql}\n```"},
-                {"role": "user", "content": f"That query is wrong: {problem}. Write a corrected query. "
-                                            "Use only the tables and columns in the schema."}]
+                {"role": "user", "content": f"That query is wrong: {problem}. Write a different, corrected "
+                                            "query. Use only the tables and columns in the schema; join "
+                                            "tables through their foreign keys where needed."}]
             out.attempts.append(self._attempt(repair))
         out.seconds = time.perf_counter() - t0
         return out

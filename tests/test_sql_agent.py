@@ -96,6 +96,8 @@ def test_failed_query_is_repaired_once_with_the_error(agent_parts):
     out = SqlAgent(gen, db, schema).run("Who lives in London?")
     assert len(out.attempts) == 2 and "nickname" in out.attempts[0].error
     assert "nickname" in gen.seen[1][-1]["content"]  # the error went into the repair prompt
+    real_schema = lambda msgs: msgs[1]["content"].split("Question:")[-2]  # noqa: E731
+    assert "supplier" not in real_schema(gen.seen[0]) and "supplier" in real_schema(gen.seen[1])
     assert out.final.result.rows == (("Ada",),)
 
 
@@ -176,7 +178,7 @@ def test_eval_runner_metrics_and_no_writes(shop, tmp_path, settings):
     (data / "shop" / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
     gen = ScriptedSQL("SELECT COUNT(*) FROM customer",
                       "SELECT name FROM customer ORDER BY id DESC",  # right rows, wrong order
-                      "DROP TABLE orders", "DELETE FROM orders")
+                      "DROP TABLE orders", "DELETE FROM orders")  # refused, then refused on repair
     args = argparse.Namespace(data=data, out=tmp_path / "out", limit=None)
     # subset() orders by a hash of the qid; fix the order the replies are consumed in.
     import evals.sql as E
@@ -187,4 +189,19 @@ def test_eval_runner_metrics_and_no_writes(shop, tmp_path, settings):
     assert m["valid_sql_rate"] == pytest.approx(2 / 3) and m["writes_executed"] == 0
     recs = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert [r["correct"] for r in recs] == [True, False, False]
+    assert [r["correct_strict"] for r in recs] == [True, False, False]
+    assert m["execution_accuracy_strict_column_order"] == pytest.approx(1 / 3)
     assert (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_results_match_order_and_column_permutations():
+    from evals.sql import gold_orders, results_match
+
+    gold = [("Ada", 2), ("Grace", 1)]
+    assert results_match([("Grace", 1), ("Ada", 2)], gold, ordered=False)
+    assert not results_match([("Grace", 1), ("Ada", 2)], gold, ordered=True)
+    assert results_match([(2, "Ada"), (1, "Grace")], gold, ordered=True)  # Spider: any column order
+    assert not results_match([(2, "Ada"), (1, "Grace")], gold, ordered=True, any_column_order=False)
+    assert not results_match([("Ada", 2)], gold, ordered=False)  # a multiset, not a set
+    assert results_match([(3.0,)], [(3,)], ordered=False)
+    assert gold_orders("SELECT a FROM t ORDER BY a") and not gold_orders("SELECT a FROM (SELECT a FROM t ORDER BY a)")
