@@ -120,7 +120,9 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
     keys = KeyStore(svc.store)
     if settings.admin_key is not None:
         keys.bootstrap_admin(settings.admin_key.get_secret_value())
-    if settings.warm_models:
+    if settings.warm_models and hasattr(svc, "warm"):
+        svc.warm()  # the pipeline knows every model it uses (reranker, judge, ...)
+    elif settings.warm_models:
         # Load every model now; lazy first use from two request threads at once would race.
         for name in {settings.effective_embedder(), *(c.embedder for c in svc.store.collections())}:
             svc.embedder(name).embed_query("warm up")

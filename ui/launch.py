@@ -5,6 +5,7 @@ RAG_API_KEY): it never reads Settings or loads models itself."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def cmd_ui(args) -> int:
            "RAG_API_KEY": key.get_secret_value() if key else ""}
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("app.py")),
            "--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--global.developmentMode", "false", "--client.toolbarMode", "viewer"]
+           "--browser.gatherUsageStats", "false", "--global.developmentMode", "false", "--client.toolbarMode", "viewer",
+           # the uploader's own limit matches the API's, so a too-large file is refused before it is sent
+           "--server.maxUploadSize", str(max(1, math.ceil(s.max_upload_mb)))]
     # exec, not a child process: whoever started `rag ui` (a script, a test, compose) then
     # holds streamlit's own pid, and stopping it leaves no orphan server behind.
     os.execve(sys.executable, cmd, env)
