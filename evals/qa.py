@@ -106,6 +106,16 @@ def run(settings: Settings, args) -> dict:
 METRIC_HOOKS: list = []
 
 
+def _grounding(records: list[dict], out: Path) -> dict:
+    """hallucination_rate, faithfulness, citation_precision and OUT/report.html (evals.grounding)."""
+    from evals.grounding import qa_metrics
+
+    return qa_metrics(records, out)
+
+
+METRIC_HOOKS.append(_grounding)
+
+
 def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: bool) -> EvalRecord:
     golds = item.get("answers") or []
     answerable = item.get("answerable", bool(golds))

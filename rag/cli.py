@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.errors import RagError
 
 # Modules that add subcommands of their own: each has `register(subparsers)`.
-EXTENSIONS: tuple[str, ...] = ("rag.finetune", "rag.sql_registry", "ui.launch", "rag.graph_cli")
+EXTENSIONS: tuple[str, ...] = ("rag.finetune", "rag.train_cli", "rag.sql_registry", "ui.launch", "rag.graph_cli")
 
 
 def _service(args):

