@@ -112,5 +112,11 @@ def make_reranker(settings, generator_fn) -> Reranker | None:
         return QueryLikelihoodReranker(generator_fn())
     from rag.crossencoder import PairScorer, trained_path
 
+    if not (trained_path("reranker") / "adapter_config.json").exists():
+        import warnings
+
+        warnings.warn("no trained reranker in rag/models_trained/reranker (run `rag train reranker`): "
+                      "reranking is off", stacklevel=2)
+        return None
     korean = QueryLikelihoodReranker(generator_fn()) if settings.rerank_korean == "query-likelihood" else None
     return CrossEncoderReranker(PairScorer(trained_path("reranker"), settings.threads), korean, settings.rerank_fusion)

@@ -157,5 +157,11 @@ def make_verifier(settings) -> Verifier | None:
         return Verifier(LexicalJudge(), settings.judge_threshold)
     from rag.crossencoder import PairScorer, trained_path
 
+    if not (trained_path("judge") / "adapter_config.json").exists():
+        import warnings
+
+        warnings.warn("no trained judge in rag/models_trained/judge (run `rag train judge`): "
+                      "claims are judged by word overlap only", stacklevel=2)
+        return Verifier(LexicalJudge(), settings.judge_threshold)
     return Verifier(CrossEncoderJudge(PairScorer(trained_path("judge"), settings.threads, max_length=256)),
                     settings.judge_threshold)
