@@ -8,6 +8,7 @@ a long ingest never holds a write lock while it computes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,25 +85,33 @@ def plan(store: Store, collection: str, docs: list[Document]) -> tuple[list[Docu
     return todo, replace, report
 
 
+# on_progress(stage, done, total): stages "loading" (files), "embedding" (chunks), "indexing".
+ProgressFn = Callable[[str, int, int], None]
+
+
 def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: list[Path], collection: str,
-                 progress: bool = True, before_commit=None) -> IngestReport:
+                 progress: bool = True, before_commit=None, on_progress: ProgressFn | None = None) -> IngestReport:
+    """Load, chunk, embed and commit `paths` into `collection` as one atomic change."""
     check_name(collection)
+    notify = on_progress or (lambda stage, done, total: None)
     t0 = time.perf_counter()
     if not paths:
         raise InputError("nothing to ingest: give at least one file or folder")
+    notify("loading", 0, len(paths))
     docs, errors = load_paths(paths)
     with collection_lock(settings.data_dir, collection):
         todo, replace, report = plan(store, collection, docs)
         report.errors = errors
         new_docs = [(d, split_document(d, settings.chunk_size, settings.chunk_overlap)) for d in todo]
         texts = [c.text for _, cs in new_docs for c in cs]
-        vectors = embed_with_progress(embedder, texts, settings.embed_batch, progress)
+        vectors = embed_with_progress(embedder, texts, settings.embed_batch, progress, notify)
         items, pos = [], 0
         for d, cs in new_docs:
             items.append(NewDocument(d, cs, vectors[pos:pos + len(cs)], [tokenize(c.text) for c in cs]))
             pos += len(cs)
         report.chunks = len(texts)
         if items or replace:
+            notify("indexing", len(texts), len(texts))
             from ingest.extract import extract
 
             with extraction(extract if settings.graph else None):
@@ -114,7 +123,8 @@ def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: li
     return report
 
 
-def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progress: bool):
+def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progress: bool,
+                        notify: ProgressFn | None = None):
     import numpy as np
 
     out = []
@@ -122,6 +132,8 @@ def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progre
         for i in range(0, len(texts), batch):
             out.append(embedder.embed_passages(texts[i:i + batch]))
             bar.update(len(texts[i:i + batch]))
+            if notify:
+                notify("embedding", min(i + batch, len(texts)), len(texts))
     return np.vstack(out) if out else np.zeros((0, embedder.dim), np.float32)
 
 

@@ -4,13 +4,11 @@ One worker thread per app: ingest and evaluation are CPU-bound and the machine h
 cores, so jobs run one after another rather than fighting for them. Job state lives in
 memory (a restarted API forgets finished jobs; the data they wrote is committed).
 
-Progress for ingest is per file: files are ingested in up to `GROUPS` groups, each one
-atomic commit, so done/total and the ETA move while a large upload is indexed and a
-failure leaves every earlier group committed."""
+An ingest job is one atomic commit (ingest.build.ingest_paths); its progress callback
+moves stage, done/total and the ETA while files load and chunks embed."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import traceback
@@ -23,7 +21,6 @@ from typing import Any
 
 from rag.errors import NotFoundError, RagError
 
-GROUPS = 10
 
 
 @dataclass
@@ -109,23 +106,21 @@ class JobManager:
 
 
 def ingest_work(svc, files: list[Path], collection: str) -> Callable[[Job], None]:
-    """The ingest job body: files in groups, each group one committed version."""
+    """The ingest job body: every file in one atomic commit, progress reported per stage
+    (loading files, embedding chunks, indexing)."""
 
     def work(job: Job) -> None:
         from ingest.build import ingest_paths
 
+        def progress(stage: str, done: int, total: int) -> None:
+            job.stage, job.done, job.total = stage, done, total
+
         job.total = len(files)
-        size = max(1, math.ceil(len(files) / GROUPS))
-        totals = {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "chunks": 0}
-        for i in range(0, len(files), size):
-            group = files[i:i + size]
-            job.stage = f"ingesting {group[0].name}" + (f" (+{len(group) - 1})" if len(group) > 1 else "")
-            report = ingest_paths(svc.settings, svc.store, svc.embedder(), group, collection, progress=False)
-            for k in ("added", "replaced", "unchanged", "duplicates"):
-                totals[k] += len(getattr(report, k))
-            totals["chunks"] += report.chunks
-            job.errors.extend({"path": Path(e.path).name, "reason": e.reason} for e in report.errors)
-            job.result = {**totals, "index_version": report.index_version}
-            job.done += len(group)
+        report = ingest_paths(svc.settings, svc.store, svc.embedder(), files, collection, progress=False,
+                              on_progress=progress)
+        job.errors.extend({"path": Path(e.path).name, "reason": e.reason} for e in report.errors)
+        job.result = {**{k: len(getattr(report, k)) for k in ("added", "replaced", "unchanged", "duplicates")},
+                      "chunks": report.chunks, "index_version": report.index_version}
+        job.stage = "done"
 
     return work

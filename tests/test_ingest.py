@@ -136,3 +136,15 @@ def test_killed_process_mid_ingest_leaves_previous_state(service, tmp_path):
     fresh = RagService(service.settings)
     assert chunk_count(fresh) == before
     assert "apples" in fresh.search("apples", "default", 1)[0].chunk.text
+
+
+def test_progress_callback_reports_each_stage(service):
+    from tests.conftest import SAMPLE
+
+    seen = []
+    ingest_paths(service.settings, service.store, service.embedder(), [SAMPLE], "default", progress=False,
+                 on_progress=lambda stage, done, total: seen.append((stage, done, total)))
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "loading" and stages[-1] == "indexing" and "embedding" in stages
+    embedding = [(d, t) for s, d, t in seen if s == "embedding"]
+    assert embedding[-1][0] == embedding[-1][1] > 0
