@@ -22,7 +22,9 @@ from rag.text import has_hangul, kiwi
 
 _TOKEN = re.compile(r"(?:[A-Z]\.){2,}|[\w][\w'’.\-&]*[\w]|[\w]", re.UNICODE)
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
-_CONNECT = frozenset("of the de la le du di da del der den van von y and for on upon in am au".split())
+# Lower-case words allowed inside a name ("Bank of America", "Ludwig van Beethoven"). Not "in"
+# or "and": "Tata Consultancy Services in Kochi" and "Smith and Jones" are two names each.
+_CONNECT = frozenset("of the de la le du di da del der den van von y for".split())
 # Capitalised words that are not names (sentence openers, pronouns, months, titles of address).
 _NOT_NAMES = frozenset("""
 a an the this that these those there here it its he she his her him they them their we our

@@ -61,10 +61,11 @@ class KnowledgeGraph:
 
         self.g = g if g is not None else nx.Graph()
         self._by_chunk: dict[int, set[str]] | None = None
+        self._surnames: dict[str, list[str]] | None = None
 
     # -- building --------------------------------------------------------------------------
     def add(self, facts: Iterable[Facts]) -> None:
-        self._by_chunk = None
+        self._by_chunk = self._surnames = None
         for f in facts:
             for role, surface in f.entities:
                 self._node(surface)[role].add(f.chunk_id)
@@ -88,7 +89,7 @@ class KnowledgeGraph:
         gone = set(chunk_ids)
         if not gone:
             return
-        self._by_chunk = None
+        self._by_chunk = self._surnames = None
         for a, b, d in list(self.g.edges(data=True)):
             for rel in list(d["rels"]):
                 d["rels"][rel] -= gone
@@ -132,6 +133,17 @@ class KnowledgeGraph:
                     by.setdefault(c, set()).add(n)
             self._by_chunk = by
         return self._by_chunk.get(chunk_id, set())
+
+    def surnames(self) -> dict[str, list[str]]:
+        """Last word -> titled multi-word entities ending with it (built once per graph)."""
+        if self._surnames is None:
+            by: dict[str, list[str]] = {}
+            for n, d in self.g.nodes(data=True):
+                words = n.split()
+                if d["title"] and len(words) > 1 and not words[-1].isdigit():
+                    by.setdefault(words[-1], []).append(n)
+            self._surnames = by
+        return self._surnames
 
     def neighbours(self, key: str) -> list[tuple[str, dict[str, set[int]]]]:
         """(neighbour key, relation -> supporting chunk ids), best supported first."""

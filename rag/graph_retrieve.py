@@ -29,12 +29,10 @@ from rag.types import Hit
 # Questions that chain or compare entities (HotpotQA's bridge and comparison types, and
 # their Korean counterparts). Single-hop fact questions rarely match these.
 _MULTI_HOP = re.compile(
-    r"\b(both|same|either|older|younger|earlier|later|first|longer|larger|bigger|more|less|"
-    r"whose|which|what|who)\b.*\b(of|by|in|from|for|with|that|who|which|whose|where|the)\b.*\b[A-Z\"“]|"
-    r"\b(the|a|an) (\w+ ){0,3}(of|by|from|for|starring|featuring|founded|directed|written|named|"
-    r"located|born|based|played|released|produced|owned) (the )?[\"“]?[A-Z0-9]|"
-    r"\b(older|younger|earlier|later|both|same)\b|"
-    r"(의 .+(은|는|이|가) |중 (누가|어느|무엇)|둘 다|같은|더 (먼저|오래|늦게|많은|큰))")
+    r"\b(the|a|an|this|that|which|what|whose)\s+(?:[\w'-]+\s+){0,3}?[\w'-]+\s+(who|that|which|whose|where|when)\s+"
+    r"(?!is\b|are\b|was\b|were\b)\w+|"  # "the woman who portrayed X": a bridge through an unnamed entity
+    r"\b(older|younger|earlier|both|same|also|first)\b.*\b(or|and)\b|"  # comparisons
+    r"(인|한|된|던) (사람|인물|회사|도시|영화|나라|감독|작가|가수|단체)|둘 중|더 (먼저|오래|늦게)")
 _QUESTION_START = frozenset("what who whom whose which when where why how is are was were did does do in on "
                             "at for of the a an name".split())
 
@@ -53,25 +51,49 @@ class Route:
     reason: str
 
 
-def link(question: str, kg: KnowledgeGraph, fuzzy_min: float = 88.0, max_n: int = 8) -> list[Link]:
-    """Graph nodes named in the question: exact key matches of word n-grams (the longest
-    wins; a single word only when capitalised mid-sentence), then fuzzy matches of the
-    question's name-like spans that found no exact node."""
-    toks = list(_TOKEN.finditer(question))
+def scan(text: str, kg: KnowledgeGraph, titled_only: bool = False, max_n: int = 8) -> dict[str, Link]:
+    """Graph nodes named in a text by exact key match of word n-grams (the longest wins; a
+    single word only when capitalised mid-sentence). A capitalised word matching no node may
+    be the surname of a titled person ("the Nixon administration" -> Richard Nixon)."""
+    toks = list(_TOKEN.finditer(text))
     found: dict[str, Link] = {}
     covered: set[int] = set()
     for n in range(min(max_n, len(toks)), 0, -1):
         for i in range(len(toks) - n + 1):
             if covered & set(range(i, i + n)):
                 continue
-            span = question[toks[i].start():toks[i + n - 1].end()]
+            span = text[toks[i].start():toks[i + n - 1].end()]
             if n == 1 and not (span[:1].isupper() and (i > 0 or span.lower() not in _QUESTION_START)):
                 continue
             k = entity_key(span)
+            if k not in kg or k.isdigit():
+                if n == 1 and len(k) > 2 and _alone(toks, i, text):
+                    owners = kg.surnames().get(k, ())
+                    if 0 < len(owners) <= 2:
+                        covered.add(i)
+                        for o in owners:
+                            found.setdefault(o, Link(o, span, 0.8 / len(owners), True))
+                continue
+            titled = bool(kg.g.nodes[k]["title"])
             named = any(t.group()[:1].isupper() for t in toks[i:i + n] if t.group().lower() not in _QUESTION_START)
-            if k in kg and not k.isdigit() and (named or has_hangul(span) or kg.g.nodes[k]["title"]):
+            if (named or has_hangul(span) or titled) and (titled or not titled_only):
                 covered |= set(range(i, i + n))
-                found[k] = Link(k, span, 1.0, bool(kg.g.nodes[k]["title"]))
+                found[k] = Link(k, span, 1.0, titled)
+    return found
+
+
+def _alone(toks: list, i: int, text: str) -> bool:
+    """A capitalised word with no capitalised neighbour ("the Nixon administration"), not a
+    word inside a longer name ("Secretary for Health")."""
+    def cap(j: int) -> bool:
+        return 0 <= j < len(toks) and toks[j].group()[:1].isupper()
+    return not cap(i - 1) and not cap(i + 1)
+
+
+def link(question: str, kg: KnowledgeGraph, fuzzy_min: float = 88.0) -> list[Link]:
+    """Graph nodes named in the question: `scan`, then fuzzy matches (rapidfuzz) of the
+    question's name-like spans that found no exact node."""
+    found = scan(question, kg)
     for surface, _pos in mentions(question):
         k = entity_key(surface)
         if not k or k in found:
@@ -94,10 +116,8 @@ def _fuzzy(key: str, kg: KnowledgeGraph, cutoff: float) -> tuple[str, float] | N
 
 
 def route(question: str, links: list[Link]) -> Route:
-    """Graph expansion for multi-hop or entity-centred questions only."""
+    """Graph expansion for entity-centred or multi-hop questions only."""
     titled = [lk for lk in links if lk.titled]
-    if not links:
-        return Route(False, "no entity of the question is in the graph: hybrid ranking only")
     if len(titled) >= 2:
         return Route(True, f"links {len(titled)} entities with passages of their own "
                            f"({', '.join(lk.surface for lk in titled[:4])}): comparison or bridge question")
@@ -105,8 +125,11 @@ def route(question: str, links: list[Link]) -> Route:
         return Route(True, f"entity-centred: {titled[0].surface!r} has passages of its own; expand to "
                            "the entities those passages name")
     if _MULTI_HOP.search(question):
-        names = ", ".join(lk.surface for lk in links[:4])
-        return Route(True, f"multi-hop phrasing around linked entities ({names}): expand the graph")
+        return Route(True, "multi-hop phrasing (a relative clause about an unnamed entity, or a comparison): "
+                           "take bridge entities from the first round's best passages")
+    if not links:
+        return Route(False, "no entity of the question is in the graph and single-hop phrasing: "
+                            "hybrid ranking only")
     return Route(False, "entities without passages of their own and single-hop phrasing: "
                         "hybrid ranking only, to keep precision")
 
@@ -130,7 +153,7 @@ class GraphRetriever:
         hybrid_rank = [i for i, _ in fused]
         links = link(question, kg) if kg.g.number_of_nodes() else []
         decision = route(question, links)
-        use = decision.use_graph or (self.always and bool(links))
+        use = decision.use_graph or self.always
         self.trace = {"graph": {"used": use, "reason": decision.reason if not self.always or not use
                                 else "graph mode: expansion forced", "linked": [lk.surface for lk in links]}}
         if not use:
@@ -150,13 +173,20 @@ class GraphRetriever:
         linked = {lk.key for lk in links}
         in_round1 = set(round1)
         bridge: dict[str, float] = {}
+        texts = h.lookup(round1)
         for r, cid in enumerate(round1):
-            for e in kg.entities_in(cid):
+            named = kg.entities_in(cid) | (set(scan(texts[cid].text, kg, titled_only=True)) if cid in texts else set())
+            for e in named:
                 about = kg.g.nodes[e]["title"]
                 if e in linked or not about or about <= in_round1:
                     continue
                 hub = math.log2(2 + len(kg.g.nodes[e]["mention"]))
                 bridge[e] = bridge.get(e, 0.0) + 1.0 / ((r + 1) * hub)
+        # a bridge whose own passage the hybrid search already ranks well is likelier the one meant
+        pos = {c: r for r, c in enumerate(hybrid_rank)}
+        for e in bridge:
+            best = min((pos.get(c, len(pos)) for c in kg.g.nodes[e]["title"]), default=len(pos))
+            bridge[e] += 0.5 / (1 + best / 10)
         picked = sorted(bridge, key=lambda e: (-bridge[e], e))[:self.bridges]
         hop1: dict[int, float] = {}
         for e in picked:
