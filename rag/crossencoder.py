@@ -182,9 +182,11 @@ def _shuffled(p: Pairs, seed: int) -> Pairs:
 
 # -- training --------------------------------------------------------------------------------
 def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: int = 16, lr: float = 5e-4,
-          rank: int = 16, max_length: int = 256, save_steps: int = 50, threads: int = 1) -> Path:
-    """LoRA-tune the base cross-encoder with BCE loss; resumes from the newest checkpoint in
-    work_dir; writes the adapter (+ head) to out_dir. Returns out_dir."""
+          rank: int = 16, max_length: int = 256, save_steps: int = 50, threads: int = 1,
+          init: Path | None = None, offset: int = 0) -> Path:
+    """LoRA-tune the base cross-encoder with BCE loss on pairs[offset:]; resumes from the
+    newest checkpoint in work_dir; `init` continues from an earlier adapter (a second stage
+    on fresh pairs). Writes the adapter (+ head) to out_dir. Returns out_dir."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -193,11 +195,15 @@ def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: in
 
     torch.set_num_threads(threads)
     model = base_model(max_length)
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=LORA_TARGETS,
-                                 layers_to_transform=LORA_LAYERS, layers_pattern="layer",
-                                 modules_to_save=["classifier", "pooler"], task_type="SEQ_CLS"))
-    n = min(len(pairs), max_steps * batch)
-    ds = Dataset.from_dict({"a": pairs.a[:n], "b": pairs.b[:n], "label": pairs.label[:n]})
+    if init is not None:
+        model.load_adapter(str(init), is_trainable=True)
+    else:
+        model.add_adapter(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=LORA_TARGETS,
+                                     layers_to_transform=LORA_LAYERS, layers_pattern="layer",
+                                     modules_to_save=["classifier", "pooler"], task_type="SEQ_CLS"))
+    n = min(len(pairs) - offset, max_steps * batch)
+    sl = slice(offset, offset + n)
+    ds = Dataset.from_dict({"a": pairs.a[sl], "b": pairs.b[sl], "label": pairs.label[sl]})
     args = CrossEncoderTrainingArguments(
         output_dir=str(work_dir), max_steps=max_steps, per_device_train_batch_size=batch, learning_rate=lr,
         warmup_steps=max(1, max_steps // 20), lr_scheduler_type="linear", save_steps=save_steps,
@@ -209,7 +215,8 @@ def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: in
     out_dir.mkdir(parents=True, exist_ok=True)
     model.transformers_model.save_pretrained(str(out_dir))
     (out_dir / "training.json").write_text(json.dumps(
-        {"pairs": n, "positives": int(sum(pairs.label[:n])), "max_steps": max_steps, "batch": batch, "lr": lr,
+        {"pairs": n, "offset": offset, "init": str(init) if init else None,
+         "positives": int(sum(pairs.label[sl])), "max_steps": max_steps, "batch": batch, "lr": lr,
          "rank": rank, "max_length": max_length, "lora_targets": LORA_TARGETS, "lora_layers": LORA_LAYERS,
          "log": [h for h in trainer.state.log_history if "loss" in h][-5:]}, indent=1))
     return out_dir

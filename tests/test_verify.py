@@ -80,3 +80,20 @@ def test_trained_judge_separates_right_from_wrong_answer():
     q = "Who built the lighthouse on Skerry?"
     right, wrong = j.support(q, "Thomas Stevenson", [PASSAGE])[0], j.support(q, "It was built by the Romans in 1600.", [PASSAGE])[0]
     assert right > wrong
+
+
+def test_korean_claims_go_to_the_lexical_judge_not_minilm():
+    from pathlib import Path
+
+    from rag.verify import CrossEncoderJudge
+
+    class Boom:
+        adapter_dir = Path("judge")
+
+        def score(self, pairs):
+            raise AssertionError("MiniLM must not see Hangul")
+
+    j = CrossEncoderJudge(Boom())
+    passage = "한라산은 제주도에 있는 산으로 높이는 1,947미터이다."
+    assert j.support("한라산의 높이는?", "한라산은 1,947미터이다", [passage])[0] > 0.5
+    assert j.support("한라산의 높이는?", "백두산은 서울에 있다", [passage])[0] < 0.5
