@@ -46,7 +46,9 @@ def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
 
 
 def is_abstention(text: str) -> bool:
-    return not text.strip() or bool(_ABSTAIN_RE.match(text.strip()))
+    """The abstention phrase, or a reply with no answer text at all (a bare "[1]" cites nothing)."""
+    content = strip_markers(text)
+    return not content or bool(_ABSTAIN_RE.match(content))
 
 
 def abstain_message(question: str) -> str:

@@ -21,6 +21,6 @@ def test_invalid_citations_are_dropped_and_valid_ones_resolved():
 
 
 def test_abstention_phrases():
-    for t in ["I don't know", "I do not know.", "모르겠습니다", "", "  "]:
+    for t in ["I don't know", "I do not know.", "모르겠습니다", "", "  ", "[1]", " [2]."]:
         assert is_abstention(t)
     assert not is_abstention("9.7 million [1]")
