@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     # rerank: our cross-encoder over the top `rerank_candidates` fused hits, "off", or the
     # decoder's query likelihood. Korean questions: MiniLM cannot read Hangul, so "skip"
     # keeps retrieval order (or "query-likelihood" uses the decoder, slower).
-    rerank: Literal["cross-encoder", "query-likelihood", "off"] = "cross-encoder"
+    # Off by default: the shipped 90-step cross-encoder is under-trained and measured worse
+    # than retrieval order (dev squad2 recall@5 0.94 -> 0.46, docs/results.md).
+    rerank: Literal["cross-encoder", "query-likelihood", "off"] = "off"
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     rerank_fusion: float = Field(default=1.0, ge=0.0, le=1.0)  # 1 = reranker order only
     rerank_korean: Literal["skip", "query-likelihood"] = "skip"

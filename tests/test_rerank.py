@@ -56,7 +56,8 @@ def test_korean_questions_skip_the_english_cross_encoder():
 
 
 def test_pipeline_reranks_before_the_top_k_cut(sample_service):
-    hits = sample_service.rank("When was the lighthouse built?", "default", 3)
+    on = type(sample_service)(sample_service.settings.model_copy(update={"rerank": "cross-encoder"}))
+    hits = on.rank("When was the lighthouse built?", "default", 3)
     assert hits and all(h.stage == "reranked" for h in hits)
     off = type(sample_service)(sample_service.settings.model_copy(update={"rerank": "off"}))
     assert all(h.stage != "reranked" for h in off.rank("When was the lighthouse built?", "default", 3))
