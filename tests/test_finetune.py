@@ -141,3 +141,23 @@ def test_example_type_is_frozen():
     e = Example([], "x", "ko")
     with pytest.raises(Exception):
         e.target = "y"  # type: ignore[misc]
+
+
+def test_korean_training_set_is_disjoint_from_the_korean_test_and_sample_corpora():
+    """Nothing evaluated on may be trained on: no shared topic (title) and no shared run of
+    5 words with the Korean test corpus or the shipped sample corpus."""
+    from rag.finetune_data import KOREAN_SET
+    from tests.conftest import REPO, SAMPLE
+
+    def runs(text, n=5):
+        w = text.split()
+        return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    train = [json.loads(line) for line in open(KOREAN_SET, encoding="utf-8")]
+    test_docs = [json.loads(line) for line in open(REPO / "tests" / "data" / "ko" / "corpus.jsonl", encoding="utf-8")]
+    held = [d["text"] for d in test_docs] + [p.read_text(encoding="utf-8") for p in SAMPLE.iterdir()]
+    held_titles = {d["title"] for d in test_docs}
+    held_runs = set().union(*(runs(t) for t in held))
+    for it in train:
+        assert it["title"] not in held_titles
+        assert not runs(it["text"]) & held_runs, it["title"]
