@@ -166,6 +166,8 @@ class RagService:
         text, cites = parse_citations(raw, hits)
         if not cites:
             cites = attribute(strip_markers(text), hits)
+            if cites:
+                text = f"{strip_markers(text)} [{cites[0].marker}]"
         answer = Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
         # Grounding check and calibrated abstention (rag.verify, rag.calibrate).
         from rag.calibrate import DEFAULT_THRESHOLD, ground
@@ -193,13 +195,17 @@ def relevant(question: str, hits: list[Hit]) -> bool:
 
 
 def attribute(answer: str, hits: list[Hit]) -> tuple[Citation, ...]:
-    """When the model gave no usable marker, cite the first passage that contains the answer
-    verbatim; an answer found nowhere stays uncited (the grounding check judges it)."""
+    """Cite the first passage that contains the answer (case and spacing aside). The decoder is
+    asked for the phrase only, so this is how most answers get their citation: deterministic,
+    and checkable. An answer found in no passage stays uncited (the grounding check judges it)."""
     from rag.prompt import best_quote
 
-    low = answer.lower()
+    def norm(t: str) -> str:
+        return " ".join(t.lower().split())
+
+    low = norm(answer)
     for n, h in enumerate(hits, 1):
-        if low and low in h.chunk.text.lower():
+        if low and low in norm(h.chunk.text):
             return (Citation(n, h.chunk.id, h.chunk.source, best_quote(answer, h.chunk.text)),)
     return ()
 

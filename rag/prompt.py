@@ -2,8 +2,8 @@
 
 One format everywhere: the pipeline, the LoRA training examples (rag.finetune) and the
 evaluation all build prompts here, so the adapter is trained on exactly what it is served.
-Passages are numbered [1]..[n]; the answer is a short phrase copied from them followed by
-its citation, e.g. "9.7 million [1]", or the abstention phrase."""
+Passages are numbered [1]..[n]; the reply is a short phrase copied from them, or the
+abstention phrase; the pipeline attaches the citation, giving e.g. "9.7 million [1]"."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ ABSTAIN_KO = "모르겠습니다"
 ABSTAIN_MESSAGE = "I don't know: the documents do not contain the answer."
 ABSTAIN_MESSAGE_KO = "모르겠습니다: 문서에서 답을 찾을 수 없습니다."
 
+# The decoder is asked for the answer phrase only; the pipeline then cites the passage that
+# contains it (rag.pipeline.attribute). Asked to cite [n] itself, the 0.5B base model replied
+# with a bare "[1]" to 10 of 25 answerable dev questions (F1 0.24); asked for the phrase alone,
+# to none (F1 0.43). Markers a model writes anyway (a tuned adapter) are still parsed and checked.
 SYSTEM = (
-    # No sample answer in the instruction: small decoders copy it ("1912 [2]") when unsure.
-    "Answer the question using only the numbered passages. Reply with the shortest exact phrase "
-    "from the passages that answers it, followed by the number of its passage in brackets. "
-    "Answer in the language of the question. If the passages do not contain the answer, reply "
-    f"exactly: {ABSTAIN}"
+    "Answer the question using only the passages. Reply with only the shortest exact phrase "
+    "copied from the passages that answers it, nothing else. Answer in the language of the "
+    f"question. If the passages do not contain the answer, reply exactly: {ABSTAIN}"
 )
 
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")

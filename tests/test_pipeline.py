@@ -49,3 +49,29 @@ def test_answer_to_dict_is_json_ready(sample_service):
     d = sample_service.ask("What is the largest planet?", "default").to_dict()
     json.dumps(d)
     assert {"question", "text", "citations", "abstained", "timings", "context"} <= set(d)
+
+
+class _PhraseOnly:
+    """A decoder that answers with a bare phrase, as the real prompt asks."""
+
+    name = "phrase-only"
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def stream(self, messages, max_new_tokens):
+        yield self.reply
+
+
+def test_phrase_without_marker_is_cited_to_the_passage_that_contains_it(sample_service):
+    sample_service._generator = _PhraseOnly("142  Steps")
+    a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert not a.abstained and a.text.startswith("142 Steps [")
+    marker = a.citations[0].marker
+    assert a.text.endswith(f"[{marker}]") and a.context[marker - 1].chunk.source.endswith("lighthouse.txt")
+
+
+def test_phrase_found_in_no_passage_stays_uncited(sample_service):
+    sample_service._generator = _PhraseOnly("a purple elephant")
+    a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert a.citations == () and "[" not in a.text
