@@ -29,6 +29,13 @@ SYSTEM = (
     f"question. If the passages do not contain the answer, reply exactly: {ABSTAIN}"
 )
 
+# Korean questions get the same instruction in Korean: with the English one the 0.5B decoder
+# drifted into Chinese ("2013年" for "2013년"), which the grounding check then rightly rejected.
+SYSTEM_KO = (
+    "주어진 문단만 사용하여 질문에 답하세요. 문단에서 답이 되는 가장 짧은 구절을 그대로 복사하여 "
+    f"한국어로 답하고, 다른 말은 쓰지 마세요. 문단에 답이 없으면 정확히 이렇게 답하세요: {ABSTAIN_KO}"
+)
+
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _ABSTAIN_RE = re.compile(
     r"^\W*(i\s*don'?t\s*know|i\s*do\s*not\s*know|unanswerable|no answer|모르겠|알\s*수\s*없)", re.I
@@ -44,7 +51,8 @@ def format_passage(i: int, hit: Hit) -> str:
 def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
     passages = "\n\n".join(format_passage(i, h) for i, h in enumerate(hits, 1))
     user = f"Passages:\n{passages}\n\nQuestion: {question.strip()}"
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    system = SYSTEM_KO if is_korean(question) else SYSTEM
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def is_abstention(text: str) -> bool:
