@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
+import re
+import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,3 +61,48 @@ def sample_service(service):
 
     ingest_paths(service.settings, service.store, service.embedder(), [SAMPLE], "default", progress=False)
     return service
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the whole run (Debian's server binaries), on loopback.
+    Yields its URL without a database name; `pg_url` gives each test module its own database."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    bindir = os.path.dirname(found[-1])
+    # not under pytest's tmp folder: its parents are private to root, and the server can't run as root
+    root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    run(as_user + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "rag", "--no-sync"])
+    run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                   f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+    try:
+        yield f"postgresql+psycopg://rag@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server, request):
+    """A fresh database on the shared server for one test module."""
+    from sqlalchemy import create_engine, text
+
+    name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1]).lower()
+    engine = create_engine(f"{pg_server}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{pg_server}/{name}"

@@ -1,15 +1,5 @@
-"""The same store, ingest and ask path against a real PostgreSQL server, started here in a
-temporary folder (the server binaries come from Debian's postgresql package)."""
-
-import functools
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
+"""The same store, ingest and ask path against a real PostgreSQL server (the throwaway server
+of tests/conftest.py, from Debian's postgresql package)."""
 
 import pytest
 
@@ -17,44 +7,6 @@ from ingest.build import delete_documents, ingest_paths
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.postgres
-
-
-def _bindir():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return os.path.dirname(found[-1]) if found else None
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    # not under pytest's tmp folder: its parents are private to root, and the server can't run as root
-    root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    # initdb refuses to run as root: run the server as the postgres system user then
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-    port = _free_port()
-    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
-    run(as_user + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "rag", "--no-sync"])
-    run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-                   f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
-    try:
-        yield f"postgresql+psycopg://rag@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_ingest_ask_delete_on_postgres(pg_url, tmp_path):
@@ -73,4 +25,3 @@ def test_ingest_ask_delete_on_postgres(pg_url, tmp_path):
     src = a.citations[0].source
     assert delete_documents(settings, svc.store, src, "pg") == [src]
     assert all(d.source != src for d in svc.store.documents("pg"))
-    time.sleep(0)  # keep the server fixture alive until here
