@@ -2,12 +2,12 @@
 
 Every example is (messages, target): messages come from rag.prompt.build_messages, exactly what
 the pipeline sends the decoder, and the target is what it should reply: the shortest gold span
-plus its passage number ("1912 [2]"), or rag.prompt.ABSTAIN. Sources, all training splits:
+copied from the passages (the pipeline attaches the citation itself), or rag.prompt.ABSTAIN. Sources, all training splits:
 - SQuAD 2.0 train folder: answerable questions with their paragraph among distractors (same
   article first: topical, hard), unanswerable ones (target: abstain), and answerable ones whose
   paragraph was removed (target: abstain: the answer is not in the passages).
-- HotpotQA train folder: both supporting paragraphs (+ distractors); cite the one holding the
-  answer; or drop that one (target: abstain).
+- HotpotQA train folder: both supporting paragraphs (+ distractors), the one holding the
+  answer (the target is its answer span); or drop that one (target: abstain).
 - rag/data/train_ko: a small Korean set we wrote, so Korean questions keep Korean answers.
 
 Limits, on purpose: passages are cut to a few hundred characters around the answer (or around
@@ -127,8 +127,8 @@ def squad_examples(folder: Path, rng: random.Random, width: int, max_passages: i
             if rng.random() < 0.15:  # the answer's paragraph was not retrieved: abstain
                 out.append(_example(q["question"], others, ABSTAIN, "squad_missing"))
                 continue
-            order, pos = _place(rng, [gold], others)
-            out.append(_example(q["question"], order, f"{short} [{pos[0]}]", "squad"))
+            order, _ = _place(rng, [gold], others)
+            out.append(_example(q["question"], order, short, "squad"))
         else:
             gold = Passage(title, window(gold_doc["text"], rng, width, near=q["question"]))
             order, _ = _place(rng, [gold], others)
@@ -159,7 +159,7 @@ def hotpot_examples(folder: Path, rng: random.Random, width: int, max_passages: 
         others = [Passage(d["title"], window(d["text"], rng, width // 2 + rng.randint(0, width // 2),
                                              near=q["question"])) for d in distract[:n_other]]
         order, _ = _place(rng, gold, others)
-        out.append(_example(q["question"], order, f"{anchor} [{order.index(holder_p) + 1}]", "hotpot"))
+        out.append(_example(q["question"], order, anchor, "hotpot"))
         # the same question with the answer's paragraph missing: the bridge alone does not answer
         rest = [p for p in gold if p is not holder_p and _free_of([ans], p.text)] + others
         if rest:
@@ -180,8 +180,8 @@ def korean_examples(rng: random.Random, repeats: int, path: Path = KOREAN_SET) -
                 if rng.random() < 0.15:
                     out.append(_example(question, others, ABSTAIN, "ko_missing"))
                     continue
-                order, pos = _place(rng, [gold], others)
-                out.append(_example(question, order, f"{answer} [{pos[0]}]", "ko"))
+                order, _ = _place(rng, [gold], others)
+                out.append(_example(question, order, answer, "ko"))
             for question in it["unanswerable"]:
                 order, _ = _place(rng, [gold], rng.sample(others_pool, rng.randint(1, 2)))
                 out.append(_example(question, order, ABSTAIN, "ko_unans"))
