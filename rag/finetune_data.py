@@ -2,7 +2,8 @@
 
 Every example is (messages, target): messages come from rag.prompt.build_messages, exactly what
 the pipeline sends the decoder, and the target is what it should reply: the shortest gold span
-copied from the passages (the pipeline attaches the citation itself), or rag.prompt.ABSTAIN. Sources, all training splits:
+copied from the passages (the pipeline attaches the citation itself), or rag.prompt.ABSTAIN.
+Sources, all training splits:
 - SQuAD 2.0 train folder: answerable questions with their paragraph among distractors (same
   article first: topical, hard), unanswerable ones (target: abstain), and answerable ones whose
   paragraph was removed (target: abstain: the answer is not in the passages).
