@@ -92,7 +92,7 @@ class RagService:
     # -- use cases -------------------------------------------------------------------------
     def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:
         question = self.check_question(question)
-        return self.retriever(collection).retrieve(question, k or self.settings.top_k)
+        return self.rank(question, collection, k or self.settings.top_k)
 
     def rank(self, question: str, collection: str, k: int, trace: dict | None = None) -> list[Hit]:
         """The full pipeline's ranking of passages (every retrieval stage that is enabled).
