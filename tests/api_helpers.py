@@ -27,6 +27,16 @@ def make_app(tmp: Path, **overrides):
     return client
 
 
+def seeded_app(tmp_path_factory, name: str, **overrides):
+    """Generator for a module fixture: a seeded app, its keys and its folder; closed afterwards."""
+    tmp = tmp_path_factory.mktemp(name)
+    client = make_app(tmp, **{"rate_limit_per_minute": 1000, **overrides})
+    try:
+        yield client, seed(client, tmp), tmp
+    finally:
+        client.__exit__(None, None, None)
+
+
 def seed(client, tmp: Path) -> dict[str, str]:
     """Ingest alpha and beta through the service and create keys; returns name -> key."""
     from ingest.build import ingest_paths

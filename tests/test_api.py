@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import ADMIN, bearer, make_app, seed, sse_events
+from api_helpers import ADMIN, bearer, make_app, seeded_app, sse_events
 
 QUESTION = "Who designed the Harbor Point Lighthouse?"
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api")
-    client = make_app(tmp, max_question_chars=200, rate_limit_per_minute=1000)
-    keys = seed(client, tmp)
-    yield client, keys
-    client.__exit__(None, None, None)
+    for client, keys, _tmp in seeded_app(tmp_path_factory, "api", max_question_chars=200):
+        yield client, keys
 
 
 def test_healthz_needs_no_key(api):

@@ -4,16 +4,12 @@ upload limits (size 413, type 415, names that would escape the data folder 400).
 from __future__ import annotations
 
 import pytest
-from api_helpers import ADMIN, bearer, make_app, seed
+from api_helpers import ADMIN, bearer, seeded_app
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("apidocs")
-    client = make_app(tmp, max_upload_mb=0.01, max_upload_files=3, rate_limit_per_minute=1000)
-    keys = seed(client, tmp)
-    yield client, keys, tmp
-    client.__exit__(None, None, None)
+    yield from seeded_app(tmp_path_factory, "apidocs", max_upload_mb=0.01, max_upload_files=3)
 
 
 def wait(client, job_id, key):

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from api_helpers import ADMIN, bearer, make_app, seed
+from api_helpers import ADMIN, bearer, seeded_app
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("apiextras")
-    client = make_app(tmp, rate_limit_per_minute=1000)
-    keys = seed(client, tmp)
-    yield client, keys
-    client.__exit__(None, None, None)
+    for client, keys, _tmp in seeded_app(tmp_path_factory, "apiextras"):
+        yield client, keys
 
 
 def test_graph_routes(api):

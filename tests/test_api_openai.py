@@ -4,7 +4,7 @@ client's transport, so no socket is opened): shape, streaming, citations, isolat
 from __future__ import annotations
 
 import pytest
-from api_helpers import ADMIN, make_app, seed
+from api_helpers import ADMIN, seeded_app
 
 openai = pytest.importorskip("openai", reason="the openai client is an optional test dependency")
 
@@ -13,11 +13,8 @@ QUESTION = "Who designed the Harbor Point Lighthouse?"
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("apioai")
-    client = make_app(tmp, rate_limit_per_minute=1000)
-    keys = seed(client, tmp)
-    yield client, keys
-    client.__exit__(None, None, None)
+    for client, keys, _tmp in seeded_app(tmp_path_factory, "apioai"):
+        yield client, keys
 
 
 def oai(client, key):
