@@ -1,16 +1,19 @@
 """Calibrated abstention: one sufficiency score per answer, one fitted threshold per collection.
 
-sufficiency = sqrt(rerank x support): the reranker's P(the best passage answers the question)
-and the judge's P(the weakest claim is supported by the passages) -- both must be high for
-an answer to go out (geometric mean: one near-zero signal sinks it). Without a reranker
-(Korean questions, reranking off) the score is the support alone.
+The sufficiency score is P(the passages answer the question) from the answerability probe on
+the decoder's own prompt state (rag.answerability), where one is shipped for the decoder;
+without it, the judge's P(the weakest claim is supported). With reranking on, the
+reranker's P(the best passage answers) joins it as a geometric mean (one near-zero signal
+sinks it). The judge's verdicts are applied separately, by the grounding policy.
 
 The threshold is fitted on labelled questions (answerable / unanswerable) to a stated
 target: the lowest threshold at which at most `target` of the unanswerable questions are
 still answered, which keeps as many answerable ones as that allows. It is saved in the
-collection's settings (Store.update_settings) so it travels with the index; `rag calibrate`
-refits it. Limits: a threshold fitted on one corpus and decoder is only approximately right
-for another; refit after changing either."""
+collection's settings (Store.update_settings) together with the score it was fitted on, so
+it travels with the index and is ignored if the score changes; `rag calibrate` refits it.
+Unfitted, the probe's own threshold (fitted on the train split) applies. Limits: a threshold
+fitted on one corpus and decoder is only approximately right for another; refit after
+changing either."""
 
 from __future__ import annotations
 
@@ -27,20 +30,29 @@ from rag.types import Answer, Hit
 DEFAULT_THRESHOLD = 0.3
 
 
-def sufficiency(hits: Sequence[Hit], support: float) -> float:
+def sufficiency(hits: Sequence[Hit], support: float, answerability: float | None = None) -> float:
+    base = max(0.0, support if answerability is None else answerability)
     if hits and hits[0].stage == "reranked":
-        return math.sqrt(max(0.0, hits[0].score) * max(0.0, support))
-    return max(0.0, support)
+        return math.sqrt(max(0.0, hits[0].score) * base)
+    return base
 
 
-def threshold_for(settings, store, collection: str) -> float:
+def score_name(probe) -> str:
+    """Which score a threshold belongs to: fitted thresholds of another score are not reused."""
+    return f"answerability:{probe.decoder}" if probe is not None else "support"
+
+
+def threshold_for(settings, store, collection: str, probe=None) -> float:
     if settings.abstain_threshold is not None:
         return settings.abstain_threshold
     try:
-        fitted = (store.get_collection(collection).settings or {}).get("abstain_threshold")
+        saved = store.get_collection(collection).settings or {}
     except Exception:  # noqa: BLE001 - a missing collection is reported by retrieval, not here
-        fitted = None
-    return DEFAULT_THRESHOLD if fitted is None else float(fitted)
+        saved = {}
+    fitted = saved.get("abstain_threshold")
+    if fitted is not None and (saved.get("calibration") or {}).get("score", "support") == score_name(probe):
+        return float(fitted)
+    return probe.threshold if probe is not None else DEFAULT_THRESHOLD
 
 
 def ground(answer: Answer, verifier, policy: str, threshold: float) -> Answer:
@@ -52,14 +64,15 @@ def ground(answer: Answer, verifier, policy: str, threshold: float) -> Answer:
     if answer.abstained or verifier is None:
         return answer
     check = verifier.verify(answer.question, answer.text, answer.citations, list(answer.context))
-    suff = sufficiency(answer.context, check.min_score)
+    suff = sufficiency(answer.context, check.min_score, answer.trace.get("answerability"))
     trace = {**answer.trace, "sufficiency": suff, "abstain_threshold": threshold,
              "judge_threshold": verifier.threshold,
              "citation_support": {str(k): v for k, v in check.citation_support.items()}}
     out = replace(answer, verdicts=check.verdicts, trace=trace)
     reason = None
     if suff < threshold:
-        reason = f"sufficiency {suff:.2f} is below the calibrated threshold {threshold:.2f}"
+        what = "P(the passages answer the question)" if "answerability" in answer.trace else "sufficiency"
+        reason = f"{what} {suff:.2f} is below the calibrated threshold {threshold:.2f}"
     elif not check.supported and policy == "abstain":
         reason = "the grounding check found an unsupported claim"
     elif not check.supported and policy == "drop":
@@ -112,7 +125,8 @@ def calibrate_collection(service, collection: str, data_dir: Path, target: float
     answered = [s >= t for s in scores]
     n_un = sum(1 for a in labels if not a)
     n_an = len(labels) - n_un
-    result = {"abstain_threshold": t, "target": target, "questions": len(rows), "data": str(data_dir),
+    result = {"abstain_threshold": t, "score": score_name(service.answerability), "target": target,
+              "questions": len(rows), "data": str(data_dir),
               "answered_unanswerable_rate": sum(x for x, a in zip(answered, labels) if not a) / max(1, n_un),
               "answered_answerable_rate": sum(x for x, a in zip(answered, labels) if a) / max(1, n_an)}
     service.store.update_settings(collection, abstain_threshold=t, calibration=result)

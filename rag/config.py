@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # only record verdicts ("off" still records nothing; "report" records but keeps the text).
     verify: Literal["drop", "abstain", "report", "off"] = "abstain"
     judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(supported) below this = unsupported
+    # The answerability probe on the decoder's prompt state (rag/answerability.py): "probe" uses
+    # the one shipped for the decoder (if any) as the sufficiency score; "off" ignores it.
+    answerability: Literal["probe", "off"] = "probe"
     # Calibrated abstention: answer only when the sufficiency score reaches this threshold.
     # None = the collection's fitted value (rag calibrate), else the shipped default.
     abstain_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

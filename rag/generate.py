@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from rag.errors import ModelError
 from rag.models import decoder_gguf, set_threads
 
@@ -33,7 +35,11 @@ class Generator(Protocol):
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation: ...
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]: ...
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int,
+               tap_layer: int | None = None) -> Iterator[str | np.ndarray]:
+        """Text pieces; with `tap_layer`, a generator that can read its hidden state yields
+        one last item: that layer's output at the last prompt position (rag.answerability)."""
+        ...
 
 
 class HFGenerator:
@@ -117,14 +123,17 @@ class HFGenerator:
         n_new = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
         return Generation(text.strip(), int(n_prompt), n_new, ttft if ttft is not None else total, total)
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]:
-        it = self._stream(messages, max_new_tokens)
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int,
+               tap_layer: int | None = None) -> Iterator[str | np.ndarray]:
+        it = self._stream(messages, max_new_tokens, tap_layer)
         next(it)  # prompt length
         yield from it
 
-    def _stream(self, messages, max_new_tokens):
+    def _stream(self, messages, max_new_tokens, tap_layer: int | None = None):
         import torch
         from transformers import TextIteratorStreamer
+
+        from rag.answerability import tap
 
         ids = self.encode(messages)
         yield ids.shape[1]
@@ -142,14 +151,18 @@ class HFGenerator:
                     err.append(e)
                     streamer.end()
 
-            th = threading.Thread(target=run, daemon=True)
-            th.start()
-            for piece in streamer:
-                if piece:
-                    yield piece
-            th.join()
+            # The hook reads the prefill that generation does anyway: the state costs nothing.
+            with tap(self.model, [tap_layer] if tap_layer else []) as seen:
+                th = threading.Thread(target=run, daemon=True)
+                th.start()
+                for piece in streamer:
+                    if piece:
+                        yield piece
+                th.join()
             if err:
                 raise ModelError(f"generation failed: {err[0]}") from err[0]
+            if tap_layer in seen:
+                yield seen[tap_layer]
 
 
 class ScriptedGenerator:
@@ -167,7 +180,8 @@ class ScriptedGenerator:
         dt = time.perf_counter() - t0
         return Generation(text, 0, len(text.split()), dt, dt)
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int,
+               tap_layer: int | None = None) -> Iterator[str]:
         text = self.generate(messages, max_new_tokens).text
         for word in text.split(" "):
             yield word + " "

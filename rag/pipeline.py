@@ -82,6 +82,16 @@ class RagService:
             self._lazy["verifier"] = make_verifier(self.settings)
         return self._lazy["verifier"]
 
+    @property
+    def answerability(self):
+        """The answerability probe fitted on the current decoder (rag.answerability), or None."""
+        if "answerability" not in self._lazy:
+            from rag.answerability import load_probe
+
+            on = self.settings.answerability == "probe" and self.settings.backend != "fake"
+            self._lazy["answerability"] = load_probe(self.generator.name) if on else None
+        return self._lazy["answerability"]
+
     def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
         """Rerank the first `rerank_candidates` retrieved hits; the rest keep retrieval order."""
         n = self.settings.rerank_candidates
@@ -136,7 +146,8 @@ class RagService:
                        "retrieved_sources": [h.chunk.source for h in ranked], **route}
         from rag.calibrate import threshold_for
 
-        trace["abstain_threshold"] = threshold_for(s, self.store, collection)
+        probe = self.answerability
+        trace["abstain_threshold"] = threshold_for(s, self.store, collection, probe)
         model = self.generator.name
         if not relevant(question, hits):
             trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"
@@ -146,7 +157,10 @@ class RagService:
         messages = build_messages(question, hits)
         t1 = time.perf_counter()
         pieces = []
-        for piece in self.generator.stream(messages, s.max_new_tokens):
+        for piece in self.generator.stream(messages, s.max_new_tokens, probe.layer if probe else None):
+            if not isinstance(piece, str):  # the decoder's prompt state, for the probe
+                trace["answerability"] = probe.score(piece)
+                continue
             if not pieces:
                 timings["ttft_s"] = time.perf_counter() - t1
             pieces.append(piece)

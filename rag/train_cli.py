@@ -23,6 +23,8 @@ def cmd_train(args) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.role == "answerability":
+        return cmd_train_answerability(args)
     from rag import crossencoder as ce
 
     d = DEFAULTS[args.role]
@@ -43,6 +45,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_answerability(args) -> int:
+    """Fit the answerability probe of the configured decoder (rag.answerability)."""
+    import os
+    import random
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import numpy as np
+
+    from ingest.build import ingest_paths
+    from rag import answerability as ab
+    from rag.config import Settings
+    from rag.pipeline import RagService
+
+    work = args.work or Path("var") / "train" / "answerability"
+    args.out = args.out.with_suffix(".json") if args.out else None
+    index_dir = args.index_dir or work / "index"
+    settings = Settings().model_copy(update={"data_dir": index_dir, "threads": args.threads})
+    svc = RagService(settings)
+    squad = args.data / "squad2"
+    report = ingest_paths(settings, svc.store, svc.embedder(), [squad / "corpus.jsonl"], "train-squad2")
+    if report.errors:
+        raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
+    rows = [json.loads(line) for line in open(squad / "qa.jsonl", encoding="utf-8") if line.strip()]
+    random.Random(0).shuffle(rows)  # a fixed order: a smaller --questions is a prefix of a larger one
+    items = ab.prompt_items(args.data) + list(ab.squad_items(svc, "train-squad2", rows[:args.questions]))
+    layers = [int(v) for v in args.layers.split(",")]
+    x, y, groups, kinds = ab.extract(svc.generator, items, layers, work / f"states-{svc.generator.name}")
+    is_squad = np.array([k.startswith("squad") for k in kinds])
+    probe, fit_report = ab.fit(x, y, groups, layers, svc.generator.name, target=args.target, score_mask=is_squad)
+    out = probe.save(args.out or ab.probe_path(svc.generator.name))
+    summary = {k: v for k, v in fit_report.items() if k not in ("grid", "oof_curve")}
+    print(json.dumps(summary, indent=1))
+    print(f"answerability probe written to {out}")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from rag.calibrate import calibrate_collection
     from rag.config import Settings
@@ -56,15 +94,20 @@ def cmd_calibrate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the reranker or the grounding judge (cross-encoders)")
-    p.add_argument("role", choices=["reranker", "judge"])
+    p.add_argument("role", choices=["reranker", "judge", "answerability"])
     p.add_argument("--data", type=Path, default=DEFAULT_TRAIN, help="the shared/data/train folder")
-    p.add_argument("--out", type=Path, default=None, help="adapter folder (default: rag/models_trained/ROLE)")
+    p.add_argument("--out", type=Path, default=None, help="adapter folder, or probe file (default: rag/models_trained/ROLE)")
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: var/train/ROLE)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="with --steps: one stage at this rate")
     p.add_argument("--save-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    g = p.add_argument_group("answerability probe")
+    g.add_argument("--index-dir", type=Path, default=None, help="data dir for the train-corpus index (default: WORK/index)")
+    g.add_argument("--questions", type=int, default=2000, help="SQuAD 2.0 train questions to use")
+    g.add_argument("--layers", default="8,12,14,16,18,20,22,24", help="decoder layers to try (1-based)")
+    g.add_argument("--target", type=float, default=0.08, help="max share of no-answer contexts let through")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("calibrate", help="refit a collection's abstention threshold on labelled questions")
