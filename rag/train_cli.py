@@ -67,7 +67,7 @@ def cmd_train_answerability(args) -> int:
     report = ingest_paths(settings, svc.store, svc.embedder(), [squad / "corpus.jsonl"], "train-squad2")
     if report.errors:
         raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
-    rows = [json.loads(line) for line in open(squad / "qa.jsonl", encoding="utf-8") if line.strip()]
+    rows = [json.loads(line) for line in (squad / "qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(0).shuffle(rows)  # a fixed order: a smaller --questions is a prefix of a larger one
     items = ab.prompt_items(args.data) + list(ab.squad_items(svc, "train-squad2", rows[:args.questions]))
     layers = [int(v) for v in args.layers.split(",")]

@@ -129,7 +129,17 @@ def test_router_keeps_single_hop_questions_on_hybrid(service, tmp_path):
     assert {lk.key for lk in link("Where does the director of Big Stone Gapp live?", kg)} >= {"big stone gap"}  # fuzzy
     single = "What makes the audience laugh?"
     r = route(single, link(single, kg))
-    assert not r.use_graph and "hybrid" in r.reason
+    assert not r.use_graph
+    # single-hop: the hybrid head keeps its places; graph candidates may only fill ranks below it
+    base = service.retriever("kg", "hybrid").retrieve(single, 5)
+    routed = service.retriever("kg", "auto")
+    got = routed.retrieve(single, 5)
+    head = routed.head
+    assert [h.chunk.id for h in got[:head]] == [h.chunk.id for h in base[:head]]
+    assert f"below the first {head} hybrid passages" in routed.trace["graph"]["reason"]
+    routed.head = 0
+    assert [h.chunk.id for h in routed.retrieve(single, 5)] == [h.chunk.id for h in base]
+    assert "hybrid ranking only" in routed.trace["graph"]["reason"]
 
 
 def test_graph_expansion_reaches_the_bridge_passage(service, tmp_path):
@@ -167,3 +177,13 @@ def test_sample_corpus_graph_matches_chunks(sample_service):
     kg = _graph(sample_service, "default")
     assert kg.g.number_of_nodes() > 0
     assert kg.supporting_chunks() <= _chunk_ids(sample_service, "default")
+
+
+def test_router_does_not_call_a_long_article_entity_centred():
+    from rag.graph_retrieve import FOCUSED_PASSAGES, Link
+
+    q = "How are decisions made in the European Union?"
+    short = Link("european union", "European Union", 1.0, True, 1)
+    long = Link("european union", "European Union", 1.0, True, FOCUSED_PASSAGES + 30)
+    assert route(q, [short]).use_graph and "entity-centred" in route(q, [short]).reason
+    assert not route(q, [long]).use_graph
