@@ -44,7 +44,7 @@ def test_generator_stream_yields_the_state_last():
     assert all(isinstance(i, str) for i in gen.stream([{"role": "user", "content": "hi"}], 3))
 
 
-def test_fit_folds_the_scaler_and_sets_the_threshold_on_out_of_fold_scores():
+def test_fit_folds_the_scaler_and_reports_the_target_threshold_out_of_fold():
     rng = np.random.default_rng(0)
     n, d = 400, 6
     y = (rng.random(n) < 0.5).astype(int)
@@ -60,9 +60,10 @@ def test_fit_folds_the_scaler_and_sets_the_threshold_on_out_of_fold_scores():
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(x[:, 1], y)
     got = np.array([probe.score(v) for v in x[:, 1]])
     assert np.allclose(got, ref.predict_proba(x[:, 1])[:, 1], atol=1e-6)
-    # the threshold was fitted out of fold: on the training scores themselves it still passes
-    # about the target share of negatives, not zero and not half
-    assert 0.0 < (got[y == 0] >= probe.threshold).mean() <= 0.2
+    # the default gate is the decision boundary; the target threshold was fitted out of fold: on
+    # the training scores themselves it still passes about the target share of negatives
+    assert probe.threshold == 0.5
+    assert 0.0 < (got[y == 0] >= report["threshold_at_target"]).mean() <= 0.2
 
 
 def test_pass_threshold_meets_the_target():

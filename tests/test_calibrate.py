@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from rag.calibrate import calibrate_collection, fit_threshold, sufficiency, threshold_for
+from rag.calibrate import best_f1_threshold, calibrate_collection, fit_threshold, sufficiency, threshold_for
 from rag.types import Chunk, Hit
 
 
@@ -47,3 +47,20 @@ def test_calibrate_collection_fits_and_saves(sample_service, tmp_path):
     saved = sample_service.store.get_collection("default").settings
     assert saved["abstain_threshold"] == res["abstain_threshold"] and saved["calibration"]["target"] == 0.0
     assert sample_service.settings.abstain_threshold is None  # the temporary override was undone
+
+
+def test_best_f1_threshold_maximises_squad2_f1():
+    # answerable items with their answer's F1, unanswerable items: answering them costs 1
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, -1.0]
+    answerable = [True, False, True, False, True, True]
+    f1s = [1.0, 0.0, 0.5, 0.0, 0.2, 0.0]
+
+    def overall(t):
+        return sum((f if s >= t else 0.0) if a else (0.0 if s >= t else 1.0)
+                   for s, a, f in zip(scores, answerable, f1s))
+
+    t = best_f1_threshold(scores, answerable, f1s)
+    assert overall(t) == max(overall(c) for c in [*scores, 1.0]) == 3.0 and t == 0.9
+    # with the first unanswerable item gone, answering down to 0.7 pays
+    assert best_f1_threshold([0.9, 0.7], [True, True], [1.0, 0.5]) == 0.7
+    assert best_f1_threshold([0.9], [False], [0.0]) > 0.9  # answer nothing
