@@ -157,7 +157,8 @@ class RagService:
         messages = build_messages(question, hits)
         t1 = time.perf_counter()
         pieces = []
-        for piece in self.generator.stream(messages, s.max_new_tokens, probe.layer if probe else None):
+        tap = {"tap_layer": probe.layer} if probe else {}  # generators without a probe keep the plain call
+        for piece in self.generator.stream(messages, s.max_new_tokens, **tap):
             if not isinstance(piece, str):  # the decoder's prompt state, for the probe
                 trace["answerability"] = probe.score(piece)
                 continue
