@@ -151,11 +151,11 @@ class GraphRetriever:
     bridges: int = 3  # bridge entities searched again in round 2
     graph_weight: float = 1.0
     round2_weight: float = 0.5
-    # How far graph candidates may climb: the hybrid ranking's first `head` passages keep their
-    # places for questions the router calls single-hop (0: no expansion for them at all),
+    # How far graph candidates may climb: the passages of the hybrid ranking's first `head`
+    # documents keep their places for questions the router calls single-hop (0: no expansion),
     # `routed_head` for multi-hop / entity-centred ones. Tuned on the train split: a head of 3
-    # kept single-hop recall@5 (0.948 vs hybrid 0.946, SQuAD train) at no cost to multi-hop
-    # recall@10 (HotpotQA train); the decoder still sees graph passages at rank 4 and below.
+    # documents kept single-hop recall@5 (0.949 vs hybrid 0.946, SQuAD train) at no cost to
+    # multi-hop recall@10 (HotpotQA train); 5 documents did worse on both (docs/results.md).
     head: int = 3
     routed_head: int = 0
     trace: dict = field(default_factory=dict)
@@ -163,7 +163,10 @@ class GraphRetriever:
     def retrieve(self, question: str, k: int) -> list[Hit]:
         h, kg = self.hybrid, self.graph
         n = max(k, self.pool)
-        fused = rrf([[i for i, _ in h.dense(question, n)], [i for i, _ in h.lexical(question, n)]], h.rrf_k)
+        dense, lexical = [i for i, _ in h.dense(question, n)], [i for i, _ in h.lexical(question, n)]
+        fused = rrf([dense, lexical], h.rrf_k)  # deep: what the graph's candidates are fused with
+        m = max(k, h.candidates)
+        plain = rrf([dense[:m], lexical[:m]], h.rrf_k)  # exactly HybridRetriever's ranking
         hybrid_rank = [i for i, _ in fused]
         links = link(question, kg) if kg.g.number_of_nodes() else []
         decision = route(question, links)
@@ -177,7 +180,7 @@ class GraphRetriever:
         self.trace = {"graph": {"used": use, "reason": reason, "protected_head": protect if use else None,
                                 "linked": [lk.surface for lk in links]}}
         if not use:
-            return self._hits(fused[:k], "fused")
+            return self._hits(plain[:k], "fused")
 
         # hop 0: passages about the question's entities (an entity with many passages, such
         # as a long article, says little about which one is meant)
@@ -224,14 +227,30 @@ class GraphRetriever:
             weights.append(self.round2_weight)
         final = rrf(rankings, h.rrf_k, weights)
         if protect:
-            top = {c for c, _ in fused[:protect]}
-            final = list(fused[:protect]) + [(c, sc) for c, sc in final if c not in top]
+            head = self._head(plain, protect)
+            top = {c for c, _ in head}
+            final = head + [(c, sc) for c, sc in final if c not in top]
         final = final[:k]
         self.trace["graph"]["bridges"] = [kg.g.nodes[e]["name"] for e in picked]
         graph_ids = set(hop0) | set(hop1)
         hits = self._hits(final, "fused")
         return [Hit(x.chunk, x.score, "graph") if x.chunk.id in graph_ids and x.chunk.id not in hybrid_rank[:k]
                 else x for x in hits]
+
+    def _head(self, fused: list[tuple[int, float]], docs: int) -> list[tuple[int, float]]:
+        """The hybrid ranking up to (not including) the first passage of its (docs+1)-th
+        document: a document's second chunk often ranks just below the head, so counting
+        chunks would let graph candidates push the document itself out of the top k."""
+        chunks = self.hybrid.lookup([c for c, _ in fused[:4 * docs]])
+        seen: set[str] = set()
+        head = []
+        for c, sc in fused[:4 * docs]:
+            src = chunks[c].source if c in chunks else str(c)
+            if src not in seen and len(seen) == docs:
+                break
+            seen.add(src)
+            head.append((c, sc))
+        return head
 
     def _hits(self, ranked: list[tuple[int, float]], stage: str) -> list[Hit]:
         chunks = self.hybrid.lookup([i for i, _ in ranked])
