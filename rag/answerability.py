@@ -145,7 +145,8 @@ def extract(generator, items: list[Item], layers: list[int], cache: Path, batch:
     for start in range(0, len(items), batch):
         part = cache / f"part-{start:06d}.npz"
         chunk = items[start:start + batch]
-        if not part.exists() or len(np.load(part)["y"]) != len(chunk):  # a shorter run's last part
+        saved = np.load(part) if part.exists() else None
+        if saved is None or len(saved["y"]) != len(chunk):  # missing, or a shorter run's last part
             states = []
             for it in chunk:
                 ids = generator.encode(it.messages)
@@ -156,23 +157,16 @@ def extract(generator, items: list[Item], layers: list[int], cache: Path, batch:
             tmp = part.with_suffix(".tmp.npz")
             np.savez(tmp, x=np.stack(states).astype(np.float16), y=[it.label for it in chunk])
             tmp.rename(part)
+            saved = np.load(part)
         else:
             bar.update(len(chunk))
-        parts.append(np.load(part)["x"].astype(np.float32))
+        parts.append(saved["x"].astype(np.float32))
     bar.close()
     return (np.concatenate(parts), np.array([it.label for it in items]),
             [it.group for it in items], [it.kind for it in items])
 
 
 # -- fitting --------------------------------------------------------------------------------
-def pass_threshold(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
-    """Lowest threshold that lets at most `target` of the negatives (no answer in the
-    passages) through: keeps as many answerable questions as that allows."""
-    neg = np.sort(scores[labels == 0])[::-1]
-    allowed = int(np.floor(target * len(neg) + 1e-9))
-    return float(neg[allowed]) + 1e-6 if allowed < len(neg) else 0.0
-
-
 def fit(x: np.ndarray, y: np.ndarray, groups: list[str], layers: list[int], decoder: str,
         target: float = 0.08, cs: tuple[float, ...] = (0.01, 0.1, 1.0), folds: int = 5,
         score_mask: np.ndarray | None = None) -> tuple[Probe, dict]:
@@ -184,6 +178,8 @@ def fit(x: np.ndarray, y: np.ndarray, groups: list[str], layers: list[int], deco
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from rag.calibrate import fit_threshold
 
     mask = np.ones(len(y), bool) if score_mask is None else score_mask
     splits = list(GroupKFold(n_splits=folds).split(x[:, 0], y, groups))
@@ -200,7 +196,7 @@ def fit(x: np.ndarray, y: np.ndarray, groups: list[str], layers: list[int], deco
             if best is None or auc > best[0]:
                 best = (auc, li, c, oof)
     auc, li, c, oof = best
-    scaler, lr = StandardScaler().fit(x[:, li]), None
+    scaler = StandardScaler().fit(x[:, li])
     lr = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x[:, li]), y)
     w = lr.coef_[0] / scaler.scale_
     b = float(lr.intercept_[0] - np.dot(lr.coef_[0], scaler.mean_ / scaler.scale_))
@@ -208,7 +204,7 @@ def fit(x: np.ndarray, y: np.ndarray, groups: list[str], layers: list[int], deco
     # to a stated target (`target`, out of fold) is reported, and `rag calibrate` fits one per
     # collection; on held-out train questions the F1-optimal one (0.80) answered only 1 in 5
     # answerable questions, too few for a useful default (docs/results.md).
-    t_target = pass_threshold(oof[mask], y[mask], target)
+    t_target = fit_threshold(oof[mask], y[mask] == 1, target)
     t = 0.5
     curve = [{"threshold": round(float(q), 4),
               "negatives_passed": round(float((oof[mask][y[mask] == 0] >= q).mean()), 4),

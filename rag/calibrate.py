@@ -159,11 +159,9 @@ def calibrate_collection(service, collection: str, data_dir: Path, target: float
               "f1_answerable": sum(f for f, x, a in zip(f1s, answered, labels) if a and x) / max(1, n_an)}
     service.store.update_settings(collection, abstain_threshold=t, calibration=result)
     if as_default and service.answerability is not None:
-        from dataclasses import replace as dc_replace
-
         from rag.answerability import probe_path
 
         probe = service.answerability
-        dc_replace(probe, threshold=t, fit={**probe.fit, "threshold_calibration": result}).save(
+        replace(probe, threshold=t, fit={**probe.fit, "threshold_calibration": result}).save(
             probe_path(probe.decoder))
     return result

@@ -47,10 +47,8 @@ def cmd_train(args) -> int:
 
 def cmd_train_answerability(args) -> int:
     """Fit the answerability probe of the configured decoder (rag.answerability)."""
-    import os
     import random
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import numpy as np
 
     from ingest.build import ingest_paths
