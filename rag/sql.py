@@ -1,6 +1,7 @@
 """Answering questions from a registered SQL database: route -> SQL -> rows -> checked answer.
 
-    question -> link tables -> prompt (schema of linked tables, generic few-shot) -> decoder
+    question -> stored values it names + linked tables -> prompt (schema of linked tables,
+             matched values, generic few-shot) -> decoder -> drop joins nothing uses
              -> validate (rag.sql_guard) -> execute read-only (rag.sql_exec)
              -> on error or no rows: one repair with the error in the prompt
              -> prose from the rows -> consistency check -> Answer citing SQL and rows
@@ -16,13 +17,26 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from rag.errors import UnsafeSQLError
 from rag.sql_exec import QueryError, QueryResult, ReadOnlyDatabase
 from rag.sql_guard import table_columns, validate_sql
-from rag.sql_schema import DbSchema, link_tables, render_schema, table_score
+from rag.sql_schema import (
+    DbSchema,
+    ValueMatches,
+    link_tables,
+    match_values,
+    names_table,
+    render_schema,
+    table_score,
+)
 from rag.types import Answer, Citation
 
 Route = Literal["documents", "database", "both"]
@@ -70,12 +84,13 @@ def route(question: str, schema: DbSchema | None, has_documents: bool) -> Route:
     return "both" if score >= 1 else "documents"
 
 
-def sql_messages(question: str, schema: DbSchema, tables: list[str]) -> list[dict[str, str]]:
+def sql_messages(question: str, schema: DbSchema, tables: list[str],
+                 matches: ValueMatches | None = None) -> list[dict[str, str]]:
     dialect = "SQLite" if schema.dialect == "sqlite" else "PostgreSQL"
     msgs = [{"role": "system", "content": SYSTEM.format(dialect=dialect)}]
     shots = "\n\n".join(f"Question: {q}\n```sql\n{s}\n```" for q, s in FEW_SHOT)
     msgs.append({"role": "user", "content": f"Schema:\n{_FEW_SHOT_SCHEMA}\n\nExamples:\n{shots}\n\n"
-                                            f"Schema:\n{render_schema(schema, tables)}\n\nQuestion: {question}"})
+                                            f"Schema:\n{render_schema(schema, tables, matches)}\n\nQuestion: {question}"})
     return msgs
 
 
@@ -92,6 +107,42 @@ def extract_sql(text: str) -> str:
     return sql.strip().rstrip(";").strip()
 
 
+def drop_unused_joins(sql: str, question: str, columns: Mapping[str, Iterable[str]],
+                      dialect: str = "sqlite") -> tuple[str, list[str]]:
+    """The query without inner joins to tables that neither the query uses nor the question names.
+
+    A small decoder joins a neighbouring table by habit ("the continent of Anguilla" joined
+    with city); such a join only repeats or filters the rows the user asked for. It is kept
+    when its columns appear anywhere outside its own ON clause (an unqualified column that the
+    table has counts), when the question names the table ("students who have friends": the join
+    is the filter), and in queries that aggregate, group or use DISTINCT, where a join can be
+    the point. Returns the SQL (unchanged if nothing was dropped) and the dropped tables."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except SqlglotError:
+        return sql, []
+    cols = {t.lower(): {c.lower() for c in cs} for t, cs in columns.items()}
+    dropped = []
+    for sel in list(tree.find_all(exp.Select)):
+        if sel.args.get("group") or sel.args.get("distinct") or sel.find(exp.AggFunc) or sel.find(exp.Star):
+            continue
+        for join in list(sel.args.get("joins") or []):
+            table = join.this
+            if not isinstance(table, exp.Table) or join.side or join.kind not in ("", "INNER"):
+                continue
+            alias, name = table.alias_or_name.lower(), table.name.lower()
+            if names_table(question, table.name):
+                continue
+            used = any(
+                c.find_ancestor(exp.Join) is not join and (c.table.lower() == alias if c.table
+                                                          else c.name.lower() in cols.get(name, ()))
+                for c in sel.find_all(exp.Column))
+            if not used:
+                join.pop()
+                dropped.append(table.name)
+    return (tree.sql(dialect=dialect), dropped) if dropped else (sql, [])
+
+
 @dataclass
 class SqlAttempt:
     raw: str
@@ -99,12 +150,14 @@ class SqlAttempt:
     safe_sql: str | None = None  # as validated and executed
     error: str | None = None
     result: QueryResult | None = None
+    dropped_joins: list[str] = field(default_factory=list)  # tables drop_unused_joins took out
 
 
 @dataclass
 class SqlOutcome:
     attempts: list[SqlAttempt] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
+    values: ValueMatches = field(default_factory=dict)  # cells the question names, by table and column
     seconds: float = 0.0
 
     @property
@@ -129,28 +182,30 @@ class SqlAgent:
 
     def run(self, question: str) -> SqlOutcome:
         t0 = time.perf_counter()
-        out = SqlOutcome(tables=link_tables(question, self.schema, self.max_tables))
-        messages = sql_messages(question, self.schema, out.tables)
-        first = self._attempt(messages)
+        values = match_values(self.db, self.schema, question)
+        out = SqlOutcome(tables=link_tables(question, self.schema, self.max_tables, values), values=values)
+        messages = sql_messages(question, self.schema, out.tables, values)
+        first = self._attempt(messages, question)
         out.attempts.append(first)
         if first.error or (first.result is not None and not first.result.rows):
             problem = first.error or "it returned no rows"
             # The first try often failed because linking left out a table: repair with a wider
             # schema (every table of a small database), and say plainly not to repeat the query.
             wide = ([t.name for t in self.schema.tables] if len(self.schema.tables) <= 2 * self.max_tables
-                    else link_tables(question, self.schema, 2 * self.max_tables))
-            repair = sql_messages(question, self.schema, wide) + [
+                    else link_tables(question, self.schema, 2 * self.max_tables, values))
+            repair = sql_messages(question, self.schema, wide, values) + [
                 {"role": "assistant", "content": f"```sql\n{first.sql}\n```"},
                 {"role": "user", "content": f"That query is wrong: {problem}. Write a different, corrected "
                                             "query. Use only the tables and columns in the schema; join "
                                             "tables through their foreign keys where needed."}]
-            out.attempts.append(self._attempt(repair))
+            out.attempts.append(self._attempt(repair, question))
         out.seconds = time.perf_counter() - t0
         return out
 
-    def _attempt(self, messages: list[dict[str, str]]) -> SqlAttempt:
+    def _attempt(self, messages: list[dict[str, str]], question: str) -> SqlAttempt:
         raw = self.generator.generate(messages, self.max_new_tokens).text
         att = SqlAttempt(raw, extract_sql(raw))
+        att.sql, att.dropped_joins = drop_unused_joins(att.sql, question, self.allowed, self.schema.dialect)
         try:
             att.safe_sql = validate_sql(att.sql, self.allowed, dialect=self.schema.dialect,
                                         max_rows=self.db.max_rows, schema_name=self.schema.schema_name)
@@ -218,8 +273,9 @@ def answer_from_outcome(question: str, outcome: SqlOutcome, db_name: str, genera
                         max_new_tokens: int = 64) -> Answer:
     """The Answer for a SQL outcome: checked prose + SQL + rows, rows alone, or an abstention."""
     att = outcome.final
-    trace: dict = {"route": "database", "database": db_name, "tables": outcome.tables,
-                   "attempts": [{"sql": a.sql, "safe_sql": a.safe_sql, "error": a.error} for a in outcome.attempts]}
+    trace: dict = {"route": "database", "database": db_name, "tables": outcome.tables, "values": outcome.values,
+                   "attempts": [{"sql": a.sql, "safe_sql": a.safe_sql, "error": a.error, "dropped_joins": a.dropped_joins}
+                                 for a in outcome.attempts]}
     timings = {"sql_s": outcome.seconds}
     model = getattr(generator, "name", "")
     if att is None or not att.result.rows:
