@@ -1,7 +1,8 @@
 """Answering questions from a registered SQL database: route -> SQL -> rows -> checked answer.
 
     question -> stored values it names + linked tables -> prompt (schema of linked tables,
-             matched values, generic few-shot) -> decoder -> drop joins nothing uses
+             matched values, generic few-shot) -> decoder -> fix misattributed columns
+             -> drop joins nothing uses
              -> validate (rag.sql_guard) -> execute read-only (rag.sql_exec)
              -> on error or no rows: one repair with the error in the prompt
              -> prose from the rows -> consistency check -> Answer citing SQL and rows
@@ -143,6 +144,55 @@ def drop_unused_joins(sql: str, question: str, columns: Mapping[str, Iterable[st
     return (tree.sql(dialect=dialect), dropped) if dropped else (sql, [])
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[_\W]+", "", name).lower()
+
+
+def fix_columns(sql: str, columns: Mapping[str, Iterable[str]], dialect: str = "sqlite") -> tuple[str, list[str]]:
+    """The query with misattributed or misspelt columns put right where only one fix fits.
+
+    Small decoders often qualify a column with the wrong alias (`T2.SurfaceArea` when T1 is
+    `country`) or write it in another case style (`life_expectancy` for `LifeExpectancy`).
+    A column its table lacks is renamed to the one column of that table with the same letters,
+    else re-qualified with the one other table of the same SELECT that has it (never inside a
+    join's ON clause: a wrong join condition is a wrong join); anything less certain is left
+    for the validator to reject. Returns the SQL and the fixes made."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except SqlglotError:
+        return sql, []
+    cols = {t.lower(): {c.lower(): c for c in cs} for t, cs in columns.items()}
+    fixes = []
+    for sel in tree.find_all(exp.Select):
+        scope = {}  # alias -> (alias as written, table), for this SELECT's FROM and JOINs only
+        for src in [sel.args.get("from_"), *(sel.args.get("joins") or [])]:
+            if src is not None and isinstance(src.this, exp.Table):
+                scope[src.this.alias_or_name.lower()] = (src.this.alias_or_name, src.this.name.lower())
+        for col in sel.find_all(exp.Column):
+            if col.find_ancestor(exp.Select) is not sel or isinstance(col.this, exp.Star):
+                continue
+            name = col.name.lower()
+            if col.table:
+                own = scope.get(col.table.lower())
+                if own is None or own[1] not in cols or name in cols[own[1]]:
+                    continue
+                homes = [own[1]]
+            else:
+                homes = [t for _a, t in scope.values() if t in cols]
+                if any(name in cols[t] for t in homes):
+                    continue
+            renamed = {c for t in homes for k, c in cols[t].items() if _norm(k) == _norm(name)}
+            if len(renamed) == 1:
+                fixes.append(f"{col.sql(dialect=dialect)} -> {next(iter(renamed))}")
+                col.set("this", exp.to_identifier(next(iter(renamed))))
+            elif col.table and not col.find_ancestor(exp.Join):  # a wrong ON clause is a wrong join: leave it
+                others = [a for key, (a, t) in scope.items() if key != col.table.lower() and name in cols.get(t, ())]
+                if len(others) == 1:
+                    fixes.append(f"{col.sql(dialect=dialect)} -> {others[0]}.{col.name}")
+                    col.set("table", exp.to_identifier(others[0]))
+    return (tree.sql(dialect=dialect), fixes) if fixes else (sql, [])
+
+
 @dataclass
 class SqlAttempt:
     raw: str
@@ -150,6 +200,7 @@ class SqlAttempt:
     safe_sql: str | None = None  # as validated and executed
     error: str | None = None
     result: QueryResult | None = None
+    fixed_columns: list[str] = field(default_factory=list)  # what fix_columns changed
     dropped_joins: list[str] = field(default_factory=list)  # tables drop_unused_joins took out
 
 
@@ -205,6 +256,7 @@ class SqlAgent:
     def _attempt(self, messages: list[dict[str, str]], question: str) -> SqlAttempt:
         raw = self.generator.generate(messages, self.max_new_tokens).text
         att = SqlAttempt(raw, extract_sql(raw))
+        att.sql, att.fixed_columns = fix_columns(att.sql, self.allowed, self.schema.dialect)
         att.sql, att.dropped_joins = drop_unused_joins(att.sql, question, self.allowed, self.schema.dialect)
         try:
             att.safe_sql = validate_sql(att.sql, self.allowed, dialect=self.schema.dialect,
@@ -274,7 +326,8 @@ def answer_from_outcome(question: str, outcome: SqlOutcome, db_name: str, genera
     """The Answer for a SQL outcome: checked prose + SQL + rows, rows alone, or an abstention."""
     att = outcome.final
     trace: dict = {"route": "database", "database": db_name, "tables": outcome.tables, "values": outcome.values,
-                   "attempts": [{"sql": a.sql, "safe_sql": a.safe_sql, "error": a.error, "dropped_joins": a.dropped_joins}
+                   "attempts": [{"sql": a.sql, "safe_sql": a.safe_sql, "error": a.error,
+                                  "fixed_columns": a.fixed_columns, "dropped_joins": a.dropped_joins}
                                  for a in outcome.attempts]}
     timings = {"sql_s": outcome.seconds}
     model = getattr(generator, "name", "")

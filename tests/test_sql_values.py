@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from rag.sql import drop_unused_joins
+from rag.sql import drop_unused_joins, fix_columns
 from rag.sql_exec import ReadOnlyDatabase
 from rag.sql_schema import (
     introspect,
@@ -113,3 +113,24 @@ def test_a_join_nothing_uses_is_dropped():
 ])
 def test_a_join_that_may_matter_is_kept(sql, question):
     assert drop_unused_joins(sql, question, COLUMNS) == (sql, [])
+
+
+def test_a_column_under_the_wrong_alias_or_in_another_case_style_is_fixed():
+    sql = ("SELECT SUM(T2.area) FROM country AS T1 JOIN language AS T2 ON T1.code = T2.country_code "
+           "WHERE T1.Region = 'Caribbean'")
+    out, fixes = fix_columns(sql, COLUMNS)
+    assert fixes == ["T2.area -> T1.area"] and out.startswith("SELECT SUM(T1.area) FROM")
+    cols = {"country": ["Code", "LifeExpectancy"]}
+    out, fixes = fix_columns("SELECT AVG(life_expectancy) FROM country", cols)
+    assert out == "SELECT AVG(LifeExpectancy) FROM country" and fixes == ["life_expectancy -> LifeExpectancy"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT T1.name FROM country AS T1",  # nothing wrong
+    "SELECT T1.nonsense FROM country AS T1 JOIN city AS T2 ON T1.code = T2.country_code",  # no table has it
+    "SELECT T1.name FROM country AS T1 JOIN city AS T2 ON T1.code = T2.code",  # a wrong join stays wrong
+    "SELECT T3.name FROM country AS T1 JOIN city AS T2 ON T1.code = T2.country_code "
+    "JOIN language AS T3 ON T1.code = T3.country_code",  # name: in both country and city, ambiguous
+])
+def test_a_column_fix_that_is_not_certain_is_not_made(sql):
+    assert fix_columns(sql, COLUMNS) == (sql, [])
