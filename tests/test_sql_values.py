@@ -134,3 +134,13 @@ def test_a_column_under_the_wrong_alias_or_in_another_case_style_is_fixed():
 ])
 def test_a_column_fix_that_is_not_certain_is_not_made(sql):
     assert fix_columns(sql, COLUMNS) == (sql, [])
+
+
+def test_value_lookup_quotes_the_question_safely(atlas):
+    db, schema = atlas
+    path = db.path
+    before = path.read_bytes()
+    hostile = "Shows by O'Brien'); DROP TABLE show; -- or \"x%' OR '1'='1\"?"
+    assert match_values(db, schema, hostile) == {}
+    assert path.read_bytes() == before
+    assert db.execute("SELECT count(*) FROM show").rows == ((2,),)
