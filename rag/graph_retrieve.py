@@ -153,10 +153,11 @@ class GraphRetriever:
     round2_weight: float = 0.5
     # How far graph candidates may climb: the passages of the hybrid ranking's first `head`
     # documents keep their places for questions the router calls single-hop (0: no expansion),
-    # `routed_head` for multi-hop / entity-centred ones. Tuned on the train split: a head of 3
-    # documents kept single-hop recall@5 (0.949 vs hybrid 0.946, SQuAD train) at no cost to
-    # multi-hop recall@10 (HotpotQA train); 5 documents did worse on both (docs/results.md).
-    head: int = 3
+    # `routed_head` for multi-hop / entity-centred ones. RagService sets `head` to top_k, the
+    # number of passages the decoder reads, so a single-hop question's context is exactly the
+    # hybrid one and the graph only fills the ranks below it. Train (e5): 3 and 4 documents tie
+    # (SQuAD recall@5 0.976 vs hybrid 0.972, HotpotQA @10 0.921 vs 0.859); 5 loses HotpotQA @5.
+    head: int = 4
     routed_head: int = 0
     trace: dict = field(default_factory=dict)
 

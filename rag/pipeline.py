@@ -63,7 +63,7 @@ class RagService:
         if mode == "graph" or (mode == "auto" and self.settings.graph):
             from rag.graph_retrieve import GraphRetriever
 
-            return GraphRetriever(base, idx.extras["graph"], always=mode == "graph")
+            return GraphRetriever(base, idx.extras["graph"], always=mode == "graph", head=self.settings.top_k)
         return base
 
     @property

@@ -135,6 +135,7 @@ def test_router_keeps_single_hop_questions_on_hybrid(service, tmp_path):
     routed = service.retriever("kg", "auto")
     got = routed.retrieve(single, 5)
     head = routed.head
+    assert head == service.settings.top_k  # the decoder's context is exactly the hybrid one
     assert [h.chunk.id for h in got[:head]] == [h.chunk.id for h in base[:head]]
     assert f"below the first {head} hybrid passages" in routed.trace["graph"]["reason"]
     routed.head = 0
