@@ -144,3 +144,8 @@ def test_value_lookup_quotes_the_question_safely(atlas):
     assert match_values(db, schema, hostile) == {}
     assert path.read_bytes() == before
     assert db.execute("SELECT count(*) FROM show").rows == ((2,),)
+
+
+def test_value_lookup_stops_when_its_time_budget_is_spent(atlas):
+    db, schema = atlas
+    assert match_values(db, schema, "How many shows did Todd Casey write?", budget_s=0.0) == {}
