@@ -131,7 +131,8 @@ def run(settings: Settings, args, generator=None) -> dict:
             rec = {
                 "id": it["qid"], "db_id": it["db_id"], "question": it["question"], "gold_sql": it["gold_sql"],
                 "pred_sql": final.safe_sql if final is not None else None,
-                "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error, "fixed_columns": a.fixed_columns, "dropped_joins": a.dropped_joins,
+                "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error, "fixed_columns": a.fixed_columns,
+                              "dropped_joins": a.dropped_joins,
                               "rows": None if a.result is None else len(a.result.rows)} for a in outcome.attempts],
                 "repaired": len(outcome.attempts) > 1, "linked_tables": outcome.tables,
                 "valid_sql": final is not None, "correct": bool(correct), "correct_strict": bool(correct_strict),

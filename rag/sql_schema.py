@@ -16,7 +16,7 @@ with crude English plural folding); a question that names nothing in the schema 
 table when there are few, else the largest ones. Samples are the first distinct values, not
 a statistical sample. Value matching is exact (case-insensitive) on word n-grams, plus a
 prefix match for quoted titles; it scans each text column once per question, which is cheap
-for laptop-sized databases and bounded by the query timeout on large ones.
+for laptop-sized databases and stops at a time budget on large ones.
 """
 
 from __future__ import annotations
@@ -139,9 +139,13 @@ def _stem(w: str) -> str:
     return w
 
 
+def _parts(name: str) -> list[str]:
+    return [p for chunk in re.split(r"[_\W]+", name) for p in _CAMEL.split(chunk) if p]
+
+
 def identifier_words(name: str) -> set[str]:
     """'GovernmentForm' -> {government, form, governmentform}; 'car_makers' -> {car, maker, carmaker}."""
-    parts = [p for chunk in re.split(r"[_\W]+", name) for p in _CAMEL.split(chunk) if p]
+    parts = _parts(name)
     words = {_stem(p) for p in parts}
     words.add(_stem("".join(parts)))
     return {w for w in words if w and w not in STOPWORDS}
@@ -150,8 +154,7 @@ def identifier_words(name: str) -> set[str]:
 def names_table(question: str, table: str) -> bool:
     """Does the question name the table as a whole ('high schoolers' -> Highschooler, not
     'TV channel' -> TV_series)?"""
-    parts = [p for chunk in re.split(r"[_\W]+", table) for p in _CAMEL.split(chunk) if p]
-    return _stem("".join(parts)) in question_words(question)
+    return _stem("".join(_parts(table))) in question_words(question)
 
 
 def question_words(question: str) -> set[str]:
@@ -165,6 +168,10 @@ def question_words(question: str) -> set[str]:
 ValueMatches = dict[str, dict[str, tuple[str, ...]]]
 
 _TEXT_TYPE = re.compile(r"char|text|clob|string|enum", re.I)
+
+
+def _is_text(c: ColumnInfo) -> bool:
+    return bool(_TEXT_TYPE.search(c.type or "TEXT"))  # SQLite allows columns without a type
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,80})[\"“”]")
 _EDGE_PUNCT = "?.,!;:'\"“”‘’"
 
@@ -200,7 +207,7 @@ def match_values(db: ReadOnlyDatabase, schema: DbSchema, question: str, per_colu
     out: ValueMatches = {}
     for t in schema.tables:
         for c in t.columns:
-            if not _TEXT_TYPE.search(c.type or "TEXT"):
+            if not _is_text(c):
                 continue
             if time.monotonic() >= deadline:
                 return _named_columns(_longest(out), question)
@@ -220,6 +227,17 @@ def match_values(db: ReadOnlyDatabase, schema: DbSchema, question: str, per_colu
     return _named_columns(_longest(out), question)
 
 
+def _keep(matches: ValueMatches, keep) -> ValueMatches:
+    """The matches for which keep(table, column, value) holds, empty columns and tables dropped."""
+    out: ValueMatches = {}
+    for table, cols in matches.items():
+        for col, vals in cols.items():
+            kept = tuple(v for v in vals if keep(table, col, v))
+            if kept:
+                out.setdefault(table, {})[col] = kept
+    return out
+
+
 def _named_columns(matches: ValueMatches, question: str) -> ValueMatches:
     """A value found in several columns ('Caribbean': a region and a language) stays only in
     the columns the question names ("the Caribbean region"), when it names any."""
@@ -229,31 +247,20 @@ def _named_columns(matches: ValueMatches, question: str) -> ValueMatches:
         for col, vals in cols.items():
             for v in vals:
                 where.setdefault(v.lower(), []).append((table, col))
-    out: ValueMatches = {}
-    for table, cols in matches.items():
-        for col, vals in cols.items():
-            kept = []
-            for v in vals:
-                places = where[v.lower()]
-                named = [p for p in places if q & identifier_words(p[1])]
-                if len(places) == 1 or not named or (table, col) in named:
-                    kept.append(v)
-            if kept:
-                out.setdefault(table, {})[col] = tuple(kept)
-    return out
+
+    def keep(table: str, col: str, v: str) -> bool:
+        places = where[v.lower()]
+        named = [p for p in places if q & identifier_words(p[1])]
+        return len(places) == 1 or not named or (table, col) in named
+
+    return _keep(matches, keep)
 
 
 def _longest(matches: ValueMatches) -> ValueMatches:
     """Drop a match that is part of a longer one ('amc' inside 'amc hornet sportabout (sw)')."""
     every = {v.lower() for cols in matches.values() for vals in cols.values() for v in vals}
-    inside = lambda v: any(v != w and re.search(rf"(?<!\w){re.escape(v)}(?!\w)", w) for w in every)  # noqa: E731
-    out: ValueMatches = {}
-    for table, cols in matches.items():
-        for col, vals in cols.items():
-            kept = tuple(v for v in vals if not inside(v.lower()))
-            if kept:
-                out.setdefault(table, {})[col] = kept
-    return out
+    return _keep(matches, lambda _t, _c, v: not any(
+        v.lower() != w and re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)", w) for w in every))
 
 
 def _like_prefix(text: str) -> str:
@@ -312,7 +319,7 @@ def render_schema(schema: DbSchema, tables: list[str] | None = None, matches: Va
             hits = found.get(c.name, ())
             # Samples of a free-text column (names, titles, codes) only tempt a small decoder to
             # copy one into its WHERE clause; numbers show the type, categories the vocabulary.
-            shown = c.categorical or not _TEXT_TYPE.search(c.type or "TEXT") or all(map(_is_number, c.samples))
+            shown = c.categorical or not _is_text(c) or all(map(_is_number, c.samples))
             general = c.samples if shown else ()
             samples = (hits + tuple(v for v in general if v not in hits))[:max(3, len(hits))]
             if samples:
