@@ -21,9 +21,10 @@ from rag.types import Chunk, EvalRecord, Hit
 
 
 def make_judge_verifier(settings):
-    from rag.verify import make_verifier
+    """The pipeline's own verifier (with its decoder, for the state judge), recording verdicts only."""
+    from rag.pipeline import RagService
 
-    return make_verifier(settings.model_copy(update={"verify": "report"}))
+    return RagService(settings.model_copy(update={"verify": "report"})).verifier
 
 
 def grade(verifier, item: dict) -> EvalRecord:
@@ -77,7 +78,7 @@ def run(settings, args) -> dict:
             done[rec["id"]] = rec
     records = [done[it["id"]] for it in items if it["id"] in done]
     result = metrics(records)
-    result.update({"judge": getattr(verifier.judge, "name", "none"), "threshold": verifier.threshold,
+    result.update({"judge": verifier.name, "threshold": verifier.threshold,
                    "data": str(data), "limit": args.limit})
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     write_judge_report(out, records, result)

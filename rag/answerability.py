@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-TRAINED_DIR = Path(__file__).parent / "models_trained" / "answerability"
+TRAINED_DIR = Path(__file__).parent / "models_trained"  # probes in TRAINED_DIR/<role>/<generator>.json
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,16 @@ class Probe:
                    float(d["threshold"]), d.get("fit", {}))
 
 
-def probe_path(generator_name: str) -> Path:
-    return TRAINED_DIR / (generator_name.replace("/", "_").replace(":", "_") + ".json")
+def probe_path(generator_name: str, role: str = "answerability") -> Path:
+    """role: "answerability" (state at the prompt's end) or "support" (at a claim's end, rag.state_judge)."""
+    return TRAINED_DIR / role / (generator_name.replace("/", "_").replace(":", "_") + ".json")
 
 
-def load_probe(generator_name: str) -> Probe | None:
-    """The shipped probe fitted on this generator, or None (then sufficiency falls back to
-    the judge's support; rag.calibrate)."""
-    p = probe_path(generator_name)
+def load_probe(generator_name: str, role: str = "answerability") -> Probe | None:
+    """The shipped probe of `role` fitted on this generator, or None (without an answerability
+    probe sufficiency falls back to the judge's support, rag.calibrate; without a support probe
+    claims go to the cross-encoder judge, rag.verify)."""
+    p = probe_path(generator_name, role)
     if not p.exists():
         return None
     probe = Probe.load(p)
@@ -100,6 +102,7 @@ class Item:
     label: int  # 1 = the passages hold an answer
     group: str  # CV group: items of one article never straddle folds
     kind: str
+    answer: str = ""  # text after the prompt whose last token is read (rag.state_judge); "" = the prompt's end
 
 
 def squad_items(service, collection: str, rows: list[dict]) -> Iterator[Item]:
@@ -136,7 +139,6 @@ def extract(generator, items: list[Item], layers: list[int], cache: Path, batch:
             progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Hidden states of `items` at `layers` -> (X[n, len(layers), d], y, groups, kinds).
     Written in parts of `batch` items under `cache`; a rerun skips the parts it has (resume)."""
-    import torch
     from tqdm import tqdm
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -149,9 +151,7 @@ def extract(generator, items: list[Item], layers: list[int], cache: Path, batch:
         if saved is None or len(saved["y"]) != len(chunk):  # missing, or a shorter run's last part
             states = []
             for it in chunk:
-                ids = generator.encode(it.messages)
-                with tap(generator.model, layers) as seen, torch.inference_mode():
-                    generator.model(input_ids=ids, use_cache=False)
+                seen = generator.states(it.messages, it.answer, layers)
                 states.append(np.stack([seen[layer] for layer in layers]))
                 bar.update(1)
             tmp = part.with_suffix(".tmp.npz")

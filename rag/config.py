@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # only record verdicts ("off" still records nothing; "report" records but keeps the text).
     verify: Literal["drop", "abstain", "report", "off"] = "abstain"
     judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(supported) below this = unsupported
+    # Who decides English claims: the support probe on the decoder's state (rag/state_judge.py;
+    # the cross-encoder where no probe ships for the decoder) or the cross-encoder alone.
+    judge: Literal["decoder-state", "cross-encoder"] = "decoder-state"
     # The answerability probe on the decoder's prompt state (rag/answerability.py): "probe" uses
     # the one shipped for the decoder (if any) as the sufficiency score; "off" ignores it.
     answerability: Literal["probe", "off"] = "probe"

@@ -105,6 +105,22 @@ class HFGenerator:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
         return ids if hasattr(ids, "shape") else ids["input_ids"]
 
+    def states(self, messages: list[dict[str, str]], answer: str, layers: list[int]) -> dict[int, np.ndarray]:
+        """The hidden state after each of `layers` at the last token of the prompt followed by
+        `answer` (the prompt's own end when `answer` is empty): what the probes read
+        (rag.answerability, rag.state_judge). One prefill, no generation."""
+        import torch
+
+        from rag.answerability import tap
+
+        ids = self.encode(messages)
+        if answer:
+            tail = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            ids = torch.cat([ids, tail], 1)
+        with self._lock, tap(self.model, layers) as seen, torch.inference_mode():  # the lock: no other call's pass lands in the hooks
+            self.model(input_ids=ids, use_cache=False)
+        return dict(seen)
+
     # -- generation ------------------------------------------------------------------------
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         t0 = time.perf_counter()

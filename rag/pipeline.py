@@ -79,7 +79,7 @@ class RagService:
         if "verifier" not in self._lazy:
             from rag.verify import make_verifier
 
-            self._lazy["verifier"] = make_verifier(self.settings)
+            self._lazy["verifier"] = make_verifier(self.settings, self.generator)
         return self._lazy["verifier"]
 
     @property

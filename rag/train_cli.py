@@ -23,8 +23,12 @@ def cmd_train(args) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.questions is None:
+        args.questions = {"answerability": 2000, "support": 400}.get(args.role, 0)
     if args.role == "answerability":
         return cmd_train_answerability(args)
+    if args.role == "support":
+        return cmd_train_support(args)
     from rag import crossencoder as ce
 
     d = DEFAULTS[args.role]
@@ -90,6 +94,35 @@ def cmd_train_answerability(args) -> int:
     return 0
 
 
+def cmd_train_support(args) -> int:
+    """Fit the support probe of the configured decoder (rag.state_judge)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from rag import answerability as ab
+    from rag import state_judge as sj
+    from rag.config import Settings
+    from rag.pipeline import RagService
+
+    work = args.work or Path("var") / "train" / "support"
+    svc = RagService(Settings().model_copy(update={"threads": args.threads}))
+    name = svc.generator.name
+    items = sj.halueval_items(args.data, args.halueval) + sj.squad_items(args.data, args.questions)
+    layers = [int(v) for v in args.layers.split(",")]
+    cache = work / f"states-{name}-h{args.halueval}-q{args.questions}"  # cached parts belong to this item list
+    x, y, groups, kinds = ab.extract(svc.generator, items, layers, cache)
+    # The target threshold reported is the one letting `target` of the unsupported claims through.
+    probe, report = ab.fit(x, y, groups, layers, name, target=args.target)
+    kinds_arr = np.array(kinds)
+    report["items_by_kind"] = {k: int((kinds_arr == k).sum()) for k in sorted(set(kinds))}
+    probe = replace(probe, fit=report)
+    out = probe.save(args.out.with_suffix(".json") if args.out else ab.probe_path(name, sj.ROLE))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("grid", "oof_curve")}, indent=1))
+    print(f"support probe written to {out}")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from rag.calibrate import calibrate_collection
     from rag.config import Settings
@@ -104,7 +137,7 @@ def cmd_calibrate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the reranker or the grounding judge (cross-encoders)")
-    p.add_argument("role", choices=["reranker", "judge", "answerability"])
+    p.add_argument("role", choices=["reranker", "judge", "answerability", "support"])
     p.add_argument("--data", type=Path, default=DEFAULT_TRAIN, help="the shared/data/train folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder, or probe file (default: rag/models_trained/ROLE)")
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: var/train/ROLE)")
@@ -113,9 +146,11 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="with --steps: one stage at this rate")
     p.add_argument("--save-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
-    g = p.add_argument_group("answerability probe")
+    g = p.add_argument_group("probes on the decoder's state (answerability, support)")
     g.add_argument("--index-dir", type=Path, default=None, help="data dir for the train-corpus index (default: WORK/index)")
-    g.add_argument("--questions", type=int, default=2000, help="SQuAD 2.0 train questions to use")
+    g.add_argument("--questions", type=int, default=None,
+                   help="SQuAD 2.0 train questions to use (default: answerability 2000, support 400)")
+    g.add_argument("--halueval", type=int, default=600, help="support: HaluEval train rows (two claims each)")
     g.add_argument("--layers", default="8,12,14,16,18,20,22,24", help="decoder layers to try (1-based)")
     g.add_argument("--target", type=float, default=0.08,
                    help="provisional threshold: max share of no-answer contexts let through (out of fold)")

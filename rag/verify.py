@@ -117,9 +117,16 @@ class Check:
 
 
 class Verifier:
-    def __init__(self, judge: Judge, threshold: float = 0.5):
-        self.judge = judge
+    def __init__(self, judge: Judge, threshold: float = 0.5, state_judge=None):
+        self.judge = judge  # per passage: picks each claim's evidence passage
         self.threshold = threshold
+        # rag.state_judge.StateJudge: when present it decides English claims (P(supported) over
+        # the whole context, from the decoder's state); the per-passage judge still picks the evidence.
+        self.state_judge = state_judge
+
+    @property
+    def name(self) -> str:
+        return self.state_judge.name if self.state_judge is not None else getattr(self.judge, "name", "none")
 
     def verify(self, question: str, text: str, citations: Sequence[Citation], hits: Sequence[Hit]) -> Check:
         passages = [h.chunk.text for h in hits]
@@ -136,6 +143,8 @@ class Verifier:
             # (not a hallucination) but its citation is wrong, which citation_precision counts.
             best = max(range(len(scores)), key=lambda i: scores[i]) if scores else None
             score = scores[best] if best is not None else 0.0
+            if self.state_judge is not None and hits and not (is_korean(claim) or is_korean(question)):
+                score = self.state_judge.claim_support(question, claim, hits)
             ev_passages = [passages[n - 1] for n in markers] if markers else passages
             missing = missing_facts(claim, ev_passages)
             if missing:
@@ -150,18 +159,22 @@ class Verifier:
         return Check(tuple(verdicts), " ".join(kept).strip(), cite_support)
 
 
-def make_verifier(settings) -> Verifier | None:
+def make_verifier(settings, generator=None) -> Verifier | None:
+    """The configured grounding check. `generator`: the pipeline's decoder, whose support probe
+    (rag.state_judge) decides English claims when RAG_JUDGE=decoder-state and one ships for it."""
     if settings.verify == "off":
         return None
     if settings.backend == "fake":
         return Verifier(LexicalJudge(), settings.judge_threshold)
     from rag.crossencoder import PairScorer, trained_path
+    from rag.state_judge import make_state_judge
 
+    state = make_state_judge(generator) if generator is not None and settings.judge == "decoder-state" else None
     if not (trained_path("judge") / "adapter_config.json").exists():
         import warnings
 
         warnings.warn("no trained judge in rag/models_trained/judge (run `rag train judge`): "
                       "claims are judged by word overlap only", stacklevel=2)
-        return Verifier(LexicalJudge(), settings.judge_threshold)
+        return Verifier(LexicalJudge(), settings.judge_threshold, state)
     return Verifier(CrossEncoderJudge(PairScorer(trained_path("judge"), settings.threads, max_length=256)),
-                    settings.judge_threshold)
+                    settings.judge_threshold, state)
