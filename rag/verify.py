@@ -7,9 +7,11 @@ deterministic checks pass: every number, year, quoted span and capitalised name 
 claim occurs in the passages it cites (or, uncited, in the context). The judge alone misses
 a swapped number; the checks alone miss a wrong relation: together they cover both.
 
-Judges: CrossEncoderJudge (our LoRA-tuned MiniLM, rag.crossencoder, English) and
-LexicalJudge (share of the claim's content words found in the passage; Korean claims,
-which MiniLM cannot read, and the fake backend). Limits: claims are sentences, not atomic
+Judges: the support probe on the decoder's state after the claim (rag.state_judge) decides
+English claims when one ships for the decoder; a per-passage judge picks the evidence passage
+(and decides where no probe applies): CrossEncoderJudge (our LoRA-tuned MiniLM,
+rag.crossencoder, English) or LexicalJudge (share of the claim's content words found in the
+passage; Korean claims, which MiniLM cannot read, and the fake backend). Limits: claims are sentences, not atomic
 facts; a sentence that mixes a supported and an unsupported fact is judged as a whole."""
 
 from __future__ import annotations
