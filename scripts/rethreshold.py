@@ -1,24 +1,31 @@
-"""Re-threshold a `rag eval qa` run on the answerability score in its traces.
+"""Re-threshold a `rag eval qa` run on the scores in its traces.
 
-The gate is applied after generation and the judge's verdicts are recorded for withheld answers,
-so the metrics at another RAG_ABSTAIN_THRESHOLD follow exactly from the records:
-answerable-only F1 (the `f1` of metrics.json), SQuAD 2.0 overall F1 (unanswerable questions
-score 1 when not answered), answered_unanswerable_rate, abstained_answerable_rate.
-Usage: python scripts/rethreshold.py OUT/records.jsonl"""
-import json, sys
+The abstention gate (answerability score) and the grounding check (the judge's per-claim
+scores, with the exact-fact checks already folded in) act after generation, and the records
+keep each withheld answer with its verdicts, so the metrics at another RAG_ABSTAIN_THRESHOLD
+and RAG_JUDGE_THRESHOLD (policy abstain) follow exactly from the records: answerable-only F1
+(the `f1` of metrics.json), SQuAD 2.0 overall F1 (unanswerable questions score 1 when not
+answered), answered_unanswerable_rate, abstained_answerable_rate.
+Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7]"""
+import json
+import sys
+
 from evals import metrics as M
 from rag.prompt import strip_markers
-recs = [json.loads(l) for l in open(sys.argv[1])]
-def at(t):
+
+recs = [json.loads(line) for line in open(sys.argv[1])]
+judges = [float(v) for v in sys.argv[sys.argv.index("--judge") + 1].split(",")] if "--judge" in sys.argv else [None]
+
+
+def at(t, judge):
     f1 = []; ans_un = 0; n_un = 0; abst_ans = 0; n_ans = 0
     for r in recs:
         o = r["outputs"]; tr = o["trace"]; inp = r["inputs"]
         p = tr.get("answerability")
-        given = None
-        if not o["abstained"]:
-            given = o["answer_plain"] if (p is None or p >= t) else None
-        elif "withheld_answer" in tr and p is not None and p >= t and all(v["supported"] for v in o["verdicts"]):
-            given = strip_markers(tr["withheld_answer"])
+        text = o["answer_plain"] if not o["abstained"] else (
+            strip_markers(tr["withheld_answer"]) if "withheld_answer" in tr else None)
+        supported = all((v["score"] >= judge) if judge is not None else v["supported"] for v in o["verdicts"])
+        given = text if text and (p is None or p >= t) and supported else None
         if inp["answerable"]:
             n_ans += 1; abst_ans += given is None
             f1.append(M.f1_score(given or "", inp["answers"]) if given else 0.0)
@@ -27,8 +34,13 @@ def at(t):
             f1.append(0.0 if given else 1.0)
     fa = [f for f, r in zip(f1, recs) if r["inputs"]["answerable"]]
     return sum(f1) / len(f1), ans_un / max(1, n_un), abst_ans / max(1, n_ans), sum(fa) / max(1, len(fa))
-print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
-print("|---|---|---|---|---|")
-for t in [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8]:
-    f, u, a, fa = at(t)
-    print(f"| {t:.2f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")
+
+
+for judge in judges:
+    if judge is not None:
+        print(f"\njudge threshold {judge:.2f}")
+    print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
+    print("|---|---|---|---|---|")
+    for t in [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]:
+        f, u, a, fa = at(t, judge)
+        print(f"| {t:.2f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")
