@@ -85,7 +85,7 @@ def halueval_items(train_dir: Path, rows: int, seed: int = 1) -> list[Item]:
     return out
 
 
-def squad_items(train_dir: Path, questions: int, seed: int = 2) -> list[Item]:
+def squad_pair_items(train_dir: Path, questions: int, seed: int = 2) -> list[Item]:
     """Gold answer vs another question's answer on the same paragraph (both copied spans)."""
     rng = random.Random(seed)
     corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}

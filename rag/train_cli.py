@@ -108,7 +108,7 @@ def cmd_train_support(args) -> int:
     work = args.work or Path("var") / "train" / "support"
     svc = RagService(Settings().model_copy(update={"threads": args.threads}))
     name = svc.generator.name
-    items = sj.halueval_items(args.data, args.halueval) + sj.squad_items(args.data, args.questions)
+    items = sj.halueval_items(args.data, args.halueval) + sj.squad_pair_items(args.data, args.questions)
     layers = [int(v) for v in args.layers.split(",")]
     cache = work / f"states-{name}-h{args.halueval}-q{args.questions}"  # cached parts belong to this item list
     x, y, groups, kinds = ab.extract(svc.generator, items, layers, cache)

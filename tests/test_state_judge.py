@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rag.answerability import Probe
-from rag.state_judge import StateJudge, claim_text, halueval_items, make_state_judge, squad_items
+from rag.state_judge import StateJudge, claim_text, halueval_items, make_state_judge, squad_pair_items
 from rag.types import Chunk, Hit
 from rag.verify import LexicalJudge, Verifier
 
@@ -109,7 +109,7 @@ def test_training_items_pair_right_and_wrong_claims(tmp_path):
     h = halueval_items(tmp_path, 2)
     assert [(i.label, i.answer) for i in h[:2]] == [(1, "Delhi"), (0, "It is in Mumbai")]
     assert len(h) == 4 and h[0].group == h[1].group != h[2].group
-    s = squad_items(tmp_path, 10)
+    s = squad_pair_items(tmp_path, 10)
     by_q = {}
     for it in s:
         by_q.setdefault(it.messages[1]["content"].rsplit("Question: ", 1)[1], []).append((it.label, it.answer))
