@@ -117,7 +117,8 @@ class HFGenerator:
         if answer:
             tail = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
             ids = torch.cat([ids, tail], 1)
-        with self._lock, tap(self.model, layers) as seen, torch.inference_mode():  # the lock: no other call's pass lands in the hooks
+        # The lock: no other call's forward pass may land in the hooks.
+        with self._lock, tap(self.model, layers) as seen, torch.inference_mode():
             self.model(input_ids=ids, use_cache=False)
         return dict(seen)
 

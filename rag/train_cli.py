@@ -1,5 +1,5 @@
-"""`rag train reranker|judge` and `rag calibrate`: reproduce the shipped cross-encoders and
-refit a collection's abstention threshold.
+"""`rag train reranker|judge|answerability|support` and `rag calibrate`: reproduce the shipped
+cross-encoders and probes on the decoder's state, and refit a collection's abstention threshold.
 
 Training reads only ../shared/data/train (never dev), runs on one thread by default (the
 machine is shared), checkpoints every --save-steps into --work and resumes from there when
@@ -136,7 +136,7 @@ def cmd_calibrate(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train the reranker or the grounding judge (cross-encoders)")
+    p = sub.add_parser("train", help="train the reranker or judge (cross-encoders), or the answerability or support probe")
     p.add_argument("role", choices=["reranker", "judge", "answerability", "support"])
     p.add_argument("--data", type=Path, default=DEFAULT_TRAIN, help="the shared/data/train folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder, or probe file (default: rag/models_trained/ROLE)")

@@ -11,8 +11,9 @@ Judges: the support probe on the decoder's state after the claim (rag.state_judg
 English claims when one ships for the decoder; a per-passage judge picks the evidence passage
 (and decides where no probe applies): CrossEncoderJudge (our LoRA-tuned MiniLM,
 rag.crossencoder, English) or LexicalJudge (share of the claim's content words found in the
-passage; Korean claims, which MiniLM cannot read, and the fake backend). Limits: claims are sentences, not atomic
-facts; a sentence that mixes a supported and an unsupported fact is judged as a whole."""
+passage; Korean claims, which MiniLM cannot read, and the fake backend). Limits: claims are
+sentences, not atomic facts; a sentence that mixes a supported and an unsupported fact is
+judged as a whole."""
 
 from __future__ import annotations
 
