@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from evals.qa import load_done, read_jsonl, subset
-from rag.types import Chunk, EvalRecord, Hit
+from rag.state_judge import passage_hit
+from rag.types import EvalRecord
 
 
 def make_judge_verifier(settings):
@@ -28,8 +29,7 @@ def make_judge_verifier(settings):
 
 
 def grade(verifier, item: dict) -> EvalRecord:
-    hit = Hit(Chunk(0, "", item["context"], 0, len(item["context"]), 0, "context", ""), 1.0, "fused")
-    check = verifier.verify(item["question"], item["answer"], (), [hit])
+    check = verifier.verify(item["question"], item["answer"], (), [passage_hit(item["context"])])
     score = 1.0 - check.min_score
     return EvalRecord(item["id"], {"question": item["question"], "answer": item["answer"],
                                    "hallucinated": bool(item["hallucinated"])},

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import ModelError
+from rag.finetune_data import read_jsonl
 
 TRAINED_DIR = Path(__file__).parent / "models_trained"
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -104,9 +105,11 @@ class Pairs:
         return len(self.label)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def other_answers(q: dict, by_doc: dict[str, list[dict]]) -> list[str]:
+    """Answers of the other questions on q's paragraph that do not overlap q's own: spans in the
+    passage that answer something else (a judge's hardest negatives)."""
+    return [a for o in by_doc[q["doc_id"]] if o is not q for a in o["answers"]
+            if not any(a.lower() in g.lower() or g.lower() in a.lower() for g in q["answers"])]
 
 
 def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
@@ -116,11 +119,11 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
     the question's distractor docs = 0."""
     rng = random.Random(seed)
     a, b, y = [], [], []
-    corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
     by_article = defaultdict(list)
     for d in corpus.values():
         by_article[d["title"]].append(d["doc_id"])
-    for q in _jsonl(train_dir / "squad2" / "qa.jsonl"):
+    for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
         doc = corpus[q["doc_id"]]
         a.append(q["question"]); b.append(passage_text(doc["title"], doc["text"]))
         y.append(1.0 if q["answerable"] else 0.0)
@@ -129,8 +132,8 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
             if other:
                 neg = corpus[rng.choice(other)]
                 a.append(q["question"]); b.append(passage_text(neg["title"], neg["text"])); y.append(0.0)
-    hcorpus = {d["doc_id"]: d for d in _jsonl(train_dir / "hotpotqa" / "corpus.jsonl")}
-    for q in _jsonl(train_dir / "hotpotqa" / "qa.jsonl"):
+    hcorpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "hotpotqa" / "corpus.jsonl")}
+    for q in read_jsonl(train_dir / "hotpotqa" / "qa.jsonl"):
         gold = set(q["supporting_doc_ids"])
         distract = [i for i in q["context_doc_ids"] if i not in gold]
         for i in list(gold) + rng.sample(distract, min(4, len(distract))):
@@ -147,12 +150,12 @@ def judge_pairs(train_dir: Path, seed: int = 0) -> Pairs:
     (question + gold answer, another paragraph of the article) = 0."""
     rng = random.Random(seed)
     a, b, y = [], [], []
-    for r in _jsonl(train_dir / "halueval" / "halueval_qa.jsonl"):
+    for r in read_jsonl(train_dir / "halueval" / "halueval_qa.jsonl"):
         a.append(judge_text(r["question"], r["right_answer"])); b.append(r["knowledge"]); y.append(1.0)
         a.append(judge_text(r["question"], r["hallucinated_answer"])); b.append(r["knowledge"]); y.append(0.0)
-    corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
     by_doc, by_article = defaultdict(list), defaultdict(list)
-    qs = [q for q in _jsonl(train_dir / "squad2" / "qa.jsonl") if q["answerable"]]
+    qs = [q for q in read_jsonl(train_dir / "squad2" / "qa.jsonl") if q["answerable"]]
     for q in qs:
         by_doc[q["doc_id"]].append(q)
     for d in corpus.values():
@@ -162,8 +165,7 @@ def judge_pairs(train_dir: Path, seed: int = 0) -> Pairs:
         gold = min(q["answers"], key=len)
         p = passage_text(doc["title"], doc["text"])
         a.append(judge_text(q["question"], gold)); b.append(p); y.append(1.0)
-        wrong = [ans for o in by_doc[q["doc_id"]] if o is not q for ans in o["answers"]
-                 if not any(ans.lower() in g.lower() or g.lower() in ans.lower() for g in q["answers"])]
+        wrong = other_answers(q, by_doc)
         if wrong:
             a.append(judge_text(q["question"], rng.choice(wrong))); b.append(p); y.append(0.0)
         other = [i for i in by_article[doc["title"]] if i != doc["doc_id"]

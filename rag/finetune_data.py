@@ -43,7 +43,7 @@ class Passage:
     text: str
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -99,13 +99,13 @@ def _free_of(answers: list[str], text: str) -> bool:
 
 
 def squad_examples(folder: Path, rng: random.Random, width: int, max_passages: int) -> list[Example]:
-    corpus = {d["doc_id"]: d for d in _read_jsonl(folder / "corpus.jsonl")}
+    corpus = {d["doc_id"]: d for d in read_jsonl(folder / "corpus.jsonl")}
     by_title: dict[str, list[str]] = defaultdict(list)
     for doc_id, d in corpus.items():
         by_title[d["title"]].append(doc_id)
     all_ids = sorted(corpus)
     out: list[Example] = []
-    for q in _read_jsonl(folder / "qa.jsonl"):
+    for q in read_jsonl(folder / "qa.jsonl"):
         gold_doc = corpus[q["doc_id"]]
         title = gold_doc["title"].replace("_", " ")
         answers = q["answers"]
@@ -138,9 +138,9 @@ def squad_examples(folder: Path, rng: random.Random, width: int, max_passages: i
 
 
 def hotpot_examples(folder: Path, rng: random.Random, width: int, max_passages: int) -> list[Example]:
-    corpus = {d["doc_id"]: d for d in _read_jsonl(folder / "corpus.jsonl")}
+    corpus = {d["doc_id"]: d for d in read_jsonl(folder / "corpus.jsonl")}
     out: list[Example] = []
-    for q in _read_jsonl(folder / "qa.jsonl"):
+    for q in read_jsonl(folder / "qa.jsonl"):
         ans = q["answers"][0]
         sup = [corpus[i] for i in q["supporting_doc_ids"] if i in corpus]
         holders = [d for d in sup if ans.lower() in d["text"].lower()]
@@ -170,7 +170,7 @@ def hotpot_examples(folder: Path, rng: random.Random, width: int, max_passages: 
 
 
 def korean_examples(rng: random.Random, repeats: int, path: Path = KOREAN_SET) -> list[Example]:
-    items = _read_jsonl(path)
+    items = read_jsonl(path)
     out: list[Example] = []
     for _ in range(repeats):
         for k, it in enumerate(items):

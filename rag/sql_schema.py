@@ -172,6 +172,8 @@ _TEXT_TYPE = re.compile(r"char|text|clob|string|enum", re.I)
 
 def _is_text(c: ColumnInfo) -> bool:
     return bool(_TEXT_TYPE.search(c.type or "TEXT"))  # SQLite allows columns without a type
+
+
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,80})[\"“”]")
 _EDGE_PUNCT = "?.,!;:'\"“”‘’"
 

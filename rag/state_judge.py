@@ -24,12 +24,13 @@ read the claim, and the results report the short answers separately."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 from rag.answerability import Item, Probe, load_probe
+from rag.crossencoder import other_answers
+from rag.finetune_data import read_jsonl
 from rag.prompt import build_messages
 from rag.types import Chunk, Hit
 
@@ -68,13 +69,8 @@ def make_state_judge(generator) -> StateJudge | None:
 
 
 # -- training data (only shared/data/train) --------------------------------------------------
-def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def halueval_items(train_dir: Path, rows: int, seed: int = 1) -> list[Item]:
-    data = _jsonl(train_dir / "halueval" / "halueval_qa.jsonl")
+    data = read_jsonl(train_dir / "halueval" / "halueval_qa.jsonl")
     random.Random(seed).shuffle(data)
     out = []
     for r in data[:rows]:
@@ -88,8 +84,8 @@ def halueval_items(train_dir: Path, rows: int, seed: int = 1) -> list[Item]:
 def squad_pair_items(train_dir: Path, questions: int, seed: int = 2) -> list[Item]:
     """Gold answer vs another question's answer on the same paragraph (both copied spans)."""
     rng = random.Random(seed)
-    corpus = {d["doc_id"]: d for d in _jsonl(train_dir / "squad2" / "corpus.jsonl")}
-    qs = [q for q in _jsonl(train_dir / "squad2" / "qa.jsonl") if q["answerable"]]
+    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    qs = [q for q in read_jsonl(train_dir / "squad2" / "qa.jsonl") if q["answerable"]]
     by_doc: dict[str, list[dict]] = {}
     for q in qs:
         by_doc.setdefault(q["doc_id"], []).append(q)
@@ -100,8 +96,7 @@ def squad_pair_items(train_dir: Path, questions: int, seed: int = 2) -> list[Ite
         messages = build_messages(q["question"], [passage_hit(doc["text"], doc["title"])])
         group = "squad:" + q["title"]  # one article's questions share paragraphs: one fold
         out.append(Item(messages, 1, group, "squad_gold", claim_text(min(q["answers"], key=len))))
-        wrong = [a for o in by_doc[q["doc_id"]] if o is not q for a in o["answers"]
-                 if not any(a.lower() in g.lower() or g.lower() in a.lower() for g in q["answers"])]
+        wrong = other_answers(q, by_doc)
         if wrong:
             out.append(Item(messages, 0, group, "squad_other_answer", claim_text(rng.choice(wrong))))
     return out

@@ -96,9 +96,8 @@ def cmd_train_answerability(args) -> int:
 
 def cmd_train_support(args) -> int:
     """Fit the support probe of the configured decoder (rag.state_judge)."""
+    from collections import Counter
     from dataclasses import replace
-
-    import numpy as np
 
     from rag import answerability as ab
     from rag import state_judge as sj
@@ -114,8 +113,7 @@ def cmd_train_support(args) -> int:
     x, y, groups, kinds = ab.extract(svc.generator, items, layers, cache)
     # The target threshold reported is the one letting `target` of the unsupported claims through.
     probe, report = ab.fit(x, y, groups, layers, name, target=args.target)
-    kinds_arr = np.array(kinds)
-    report["items_by_kind"] = {k: int((kinds_arr == k).sum()) for k in sorted(set(kinds))}
+    report["items_by_kind"] = dict(sorted(Counter(kinds).items()))
     probe = replace(probe, fit=report)
     out = probe.save(args.out.with_suffix(".json") if args.out else ab.probe_path(name, sj.ROLE))
     print(json.dumps({k: v for k, v in report.items() if k not in ("grid", "oof_curve")}, indent=1))

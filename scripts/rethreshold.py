@@ -41,6 +41,6 @@ for judge in judges:
         print(f"\njudge threshold {judge:.2f}")
     print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
     print("|---|---|---|---|---|")
-    for t in [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]:
+    for t in [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8]:
         f, u, a, fa = at(t, judge)
         print(f"| {t:.2f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")
