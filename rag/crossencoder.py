@@ -136,7 +136,8 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
     for q in read_jsonl(train_dir / "hotpotqa" / "qa.jsonl"):
         gold = set(q["supporting_doc_ids"])
         distract = [i for i in q["context_doc_ids"] if i not in gold]
-        for i in list(gold) + rng.sample(distract, min(4, len(distract))):
+        # sorted: iterating the set would make the pair order depend on PYTHONHASHSEED
+        for i in sorted(gold) + rng.sample(distract, min(4, len(distract))):
             d = hcorpus[i]
             a.append(q["question"]); b.append(passage_text(d["title"], d["text"])); y.append(float(i in gold))
     return _shuffled(Pairs(a, b, y), seed)

@@ -80,3 +80,23 @@ def test_trained_reranker_prefers_the_answering_passage():
     bad = "The Louvre is the world's most-visited museum and houses the Mona Lisa."
     p = s.score([(q, good), (q, bad)])
     assert p[0] > p[1]
+
+
+def test_reranker_pairs_do_not_depend_on_the_hash_seed():
+    """`rag train reranker` must be reproducible: the pairs (and their order) are the same in
+    processes with different string-hash seeds (a set iterated in place once broke this)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, SHARED_DATA
+
+    if not (SHARED_DATA / "train" / "hotpotqa").exists():
+        pytest.skip("shared train data not present")
+    code = ("import hashlib, sys; from pathlib import Path; from rag.crossencoder import reranker_pairs; "
+            "p = reranker_pairs(Path(sys.argv[1])); "
+            "print(hashlib.sha256(repr((p.a, p.b, p.label)).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code, str(SHARED_DATA / "train")], cwd=REPO, check=True,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed}
+                              ).stdout.strip() for seed in ("1", "2")}
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
