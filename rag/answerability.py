@@ -77,15 +77,15 @@ def load_probe(generator_name: str, role: str = "answerability") -> Probe | None
 @contextmanager
 def tap(model, layers: list[int]) -> Iterator[dict[int, np.ndarray]]:
     """Record, for each 1-based layer, its output at the last position of the first forward
-    pass that sees more than one token (the prefill). Yields {layer: vector}, filled when
-    that pass has run."""
+    pass (in generation: the prefill; the decode steps after it are ignored). Yields
+    {layer: vector}, filled when that pass has run."""
     blocks = model.get_decoder().layers
     seen: dict[int, np.ndarray] = {}
     handles = []
     for layer in layers:
         def hook(_mod, _inp, out, layer=layer):
             h = out[0] if isinstance(out, tuple) else out
-            if layer not in seen and h.shape[1] > 1:
+            if layer not in seen:
                 seen[layer] = h[0, -1].float().cpu().numpy()
         handles.append(blocks[layer - 1].register_forward_hook(hook))
     try:

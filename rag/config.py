@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     candidates: int = Field(default=30, ge=1)  # per retriever, before fusion
     rrf_k: int = 60
     max_new_tokens: int = Field(default=48, ge=1, le=1024)
+    # Answer selection (RagService.select_answer): the decoder's replies starting with its
+    # `branches` most likely first tokens; the support probe keeps the best-supported one.
+    # 1 = plain greedy decoding, streamed. English questions with a support probe only.
+    branches: int = Field(default=4, ge=1, le=8)
     max_question_chars: int = Field(default=2000, ge=10)
     # SQL tool (rag/sql*.py): the decoder that writes SQL (None = RAG_DECODER) and per-query limits.
     sql_decoder: DecoderName | None = None

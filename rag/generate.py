@@ -4,13 +4,14 @@ HFGenerator loads a packaged GGUF with transformers (which de-quantizes it), cas
 bfloat16 (3-6x faster prefill than float32 on this CPU, same answers) and caches the
 converted weights as safetensors in the data folder, so only the first start pays the
 GGUF conversion (about a minute for the 0.5B model). Decoding is greedy: answers must be
-reproducible."""
+reproducible. `branch` is greedy too: the continuations of the k most likely first tokens
+(the pipeline's answer selection, rag.pipeline.RagService.select_answer)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,17 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     ttft_s: float  # time to first token
+    total_s: float
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Greedy continuations of the k most likely first tokens, with the states the probes read."""
+
+    texts: tuple[str, ...]  # texts[0] is the plain greedy reply
+    claim_states: tuple[dict[int, np.ndarray], ...]  # per text: states after claim(text); {} when it is empty
+    prompt_state: dict[int, np.ndarray]  # states at the prompt's last position
+    prompt_tokens: int
     total_s: float
 
 
@@ -121,6 +133,52 @@ class HFGenerator:
         with self._lock, tap(self.model, layers) as seen, torch.inference_mode():
             self.model(input_ids=ids, use_cache=False)
         return dict(seen)
+
+    def branch(self, messages: list[dict[str, str]], k: int, max_new_tokens: int, prompt_layers: list[int],
+               claim_layers: list[int], claim: Callable[[str], str] = str.strip) -> Branches:
+        """The k most likely first tokens of the reply, each continued greedily (branch 0 is
+        greedy decoding; Wang & Zhou 2024 branch the same way), plus the hidden states the
+        probes read: at the prompt's end, and after each reply's `claim` text fed behind the
+        prompt as rag.state_judge reads it. One prefill serves all: the prompt's KV cache is
+        copied to the k branches and to each claim, so k branches cost about one batched decode
+        and a few short forward passes more than a plain answer."""
+        import copy
+
+        import torch
+
+        from rag.answerability import tap
+
+        t0 = time.perf_counter()
+        ids = self.encode(messages)
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        with self._lock, torch.inference_mode():
+            with tap(self.model, prompt_layers) as prompt_state:
+                pre = self.model(input_ids=ids, use_cache=True)
+            first = torch.topk(pre.logits[0, -1].float(), k).indices
+            inp = torch.cat([ids.repeat(k, 1), first[:, None]], 1)
+            if max_new_tokens > 1:
+                cache = copy.deepcopy(pre.past_key_values)
+                cache.batch_repeat_interleave(k)
+                inp = self.model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), past_key_values=cache,
+                                          max_new_tokens=max_new_tokens - 1, do_sample=False,
+                                          pad_token_id=self.tokenizer.eos_token_id)
+            texts = []
+            for row in inp[:, ids.shape[1]:].tolist():
+                end = next((i for i, t in enumerate(row) if t in eos), len(row))  # a branch may start with EOS
+                texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True).strip())
+            claim_states = []
+            for text in texts:
+                c = claim(text)
+                if not c:
+                    claim_states.append({})
+                    continue
+                tail = self.tokenizer(c, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                with tap(self.model, claim_layers) as seen:
+                    self.model(input_ids=tail, past_key_values=copy.deepcopy(pre.past_key_values), use_cache=True)
+                claim_states.append(dict(seen))
+        return Branches(tuple(texts), tuple(claim_states), dict(prompt_state), int(ids.shape[1]),
+                        time.perf_counter() - t0)
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:

@@ -18,7 +18,7 @@ from rag.generate import Generator, HFGenerator, ScriptedGenerator
 from rag.prompt import abstain_message, build_messages, is_abstention, parse_citations, strip_markers
 from rag.retrieve import HybridRetriever
 from rag.store import Store
-from rag.text import tokenize
+from rag.text import is_korean, tokenize
 from rag.types import Answer, Citation, Hit
 
 
@@ -156,22 +156,59 @@ class RagService:
             return
         messages = build_messages(question, hits)
         t1 = time.perf_counter()
-        pieces = []
-        tap = {"tap_layer": probe.layer} if probe else {}  # generators without a probe keep the plain call
-        for piece in self.generator.stream(messages, s.max_new_tokens, **tap):
-            if not isinstance(piece, str):  # the decoder's prompt state, for the probe
-                trace["answerability"] = probe.score(piece)
-                continue
-            if not pieces:
-                timings["ttft_s"] = time.perf_counter() - t1
-            pieces.append(piece)
-            yield piece
-        raw = "".join(pieces).strip()
+        if self.selects_answers(question):
+            raw = self.select_answer(question, messages, hits, trace)
+            timings["ttft_s"] = time.perf_counter() - t1  # the chosen reply comes whole
+            yield raw
+        else:
+            pieces = []
+            tap = {"tap_layer": probe.layer} if probe else {}  # generators without a probe keep the plain call
+            for piece in self.generator.stream(messages, s.max_new_tokens, **tap):
+                if not isinstance(piece, str):  # the decoder's prompt state, for the probe
+                    trace["answerability"] = probe.score(piece)
+                    continue
+                if not pieces:
+                    timings["ttft_s"] = time.perf_counter() - t1
+                pieces.append(piece)
+                yield piece
+            raw = "".join(pieces).strip()
         timings["generate_s"] = time.perf_counter() - t1
         trace["raw"] = raw
         answer = self.finish(question, raw, hits, model, timings, trace)
         timings["total_s"] = time.perf_counter() - t0
         yield answer
+
+    def selects_answers(self, question: str) -> bool:
+        """Answer selection runs where the support probe can judge the candidates: English
+        questions, a decoder that can branch, a state judge shipped for it."""
+        return (self.settings.branches > 1 and not is_korean(question) and hasattr(self.generator, "branch")
+                and self.verifier is not None and self.verifier.state_judge is not None)
+
+    def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
+        """The reply the support probe finds best supported among the decoder's replies that
+        start with its most likely first tokens (greedy first; ties keep the earlier one).
+        Why: the 0.5B decoder often picks the wrong span of the right passage, and the right
+        one is frequently a less likely first token away; the probe (trained to tell a gold
+        span from another span of the same paragraph) separates them far better than the
+        decoder's own token probabilities (docs/results.md). A greedy reply that abstains is
+        kept: the decoder's "I don't know" is not overruled."""
+        from rag.state_judge import claim_text
+
+        judge, probe = self.verifier.state_judge, self.answerability
+        b = self.generator.branch(messages, self.settings.branches, self.settings.max_new_tokens,
+                                  [probe.layer] if probe else [], [judge.probe.layer], claim_text)
+        if probe:
+            trace["answerability"] = probe.score(b.prompt_state[probe.layer])
+        scores = [judge.probe.score(st[judge.probe.layer]) if st else None for st in b.claim_states]
+        trace["branches"] = [{"text": t, "support": sc} for t, sc in zip(b.texts, scores)]
+        ok = [i for i, t in enumerate(b.texts) if scores[i] is not None and not is_abstention(t)]
+        if is_abstention(b.texts[0]) or not ok:
+            return b.texts[0]
+        for i in ok:
+            judge.remember(question, b.texts[i], hits, scores[i])
+        best = max(ok, key=lambda i: scores[i])
+        trace["chosen_branch"] = best
+        return b.texts[best]
 
     def finish(self, question: str, raw: str, hits: list[Hit], model: str, timings: dict, trace: dict) -> Answer:
         """From the decoder's raw reply to an Answer: citations checked, abstention made plain."""

@@ -25,6 +25,7 @@ read the claim, and the results report the short answers separately."""
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,14 +50,31 @@ def passage_hit(text: str, title: str = "") -> Hit:
 class StateJudge:
     """P(supported) of a claim given the question and the whole context."""
 
+    KNOWN = 64  # scores kept from answer selection (a few per question in flight)
+
     def __init__(self, generator, probe: Probe):
         self.generator = generator
         self.probe = probe
         self.name = "decoder-state:" + probe.decoder
+        self._known: OrderedDict[tuple, float] = OrderedDict()
 
     def claim_support(self, question: str, claim: str, hits: Sequence[Hit]) -> float:
+        key = _key(question, claim, hits)
+        if key in self._known:  # scored during answer selection: same prompt, same claim
+            return self._known[key]
         state = self.generator.states(build_messages(question, hits), claim_text(claim), [self.probe.layer])
         return self.probe.score(state[self.probe.layer])
+
+    def remember(self, question: str, claim: str, hits: Sequence[Hit], score: float) -> None:
+        """A claim's score computed elsewhere from the same state (RagService.select_answer),
+        so the grounding check does not run the prefill again."""
+        self._known[_key(question, claim, hits)] = score
+        while len(self._known) > self.KNOWN:
+            self._known.popitem(last=False)
+
+
+def _key(question: str, claim: str, hits: Sequence[Hit]) -> tuple:
+    return question, claim_text(claim), tuple((h.chunk.id, h.chunk.text) for h in hits)
 
 
 def make_state_judge(generator) -> StateJudge | None:
