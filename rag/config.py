@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Answer selection (RagService.select_answer): the decoder's replies starting with its
     # `branches` most likely first tokens; the support probe keeps the best-supported one.
     # 1 = plain greedy decoding, streamed. English questions with a support probe only.
-    branches: int = Field(default=4, ge=1, le=8)
+    branches: int = Field(default=3, ge=1, le=8)
     max_question_chars: int = Field(default=2000, ge=10)
     # SQL tool (rag/sql*.py): the decoder that writes SQL (None = RAG_DECODER) and per-query limits.
     sql_decoder: DecoderName | None = None
