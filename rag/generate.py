@@ -66,6 +66,9 @@ class HFGenerator:
         self._model = None
         self._tok = None
         self._lock = threading.Lock()  # one generate at a time: torch on 2 cores gains nothing from more
+        # (prompt ids, its KV cache) of the last prompt answered: the grounding check feeds the
+        # answer behind it instead of prefilling the prompt again (states). One entry, ~10 MB.
+        self._prompt_cache: tuple | None = None
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -120,18 +123,30 @@ class HFGenerator:
     def states(self, messages: list[dict[str, str]], answer: str, layers: list[int]) -> dict[int, np.ndarray]:
         """The hidden state after each of `layers` at the last token of the prompt followed by
         `answer` (the prompt's own end when `answer` is empty): what the probes read
-        (rag.answerability, rag.state_judge). One prefill, no generation."""
+        (rag.answerability, rag.state_judge). When this prompt is the one the decoder just
+        answered, only the answer's tokens run (behind the prompt's cached keys and values);
+        otherwise one prefill of both. No generation."""
+        import torch
+
+        ids = self.encode(messages)
+        # The lock: no other call's forward pass may land in the hooks.
+        with self._lock, torch.inference_mode():
+            return self._states_after(ids, answer, layers)
+
+    def _states_after(self, ids, answer: str, layers: list[int]) -> dict[int, np.ndarray]:
+        import copy
+
         import torch
 
         from rag.answerability import tap
 
-        ids = self.encode(messages)
-        if answer:
-            tail = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            ids = torch.cat([ids, tail], 1)
-        # The lock: no other call's forward pass may land in the hooks.
-        with self._lock, tap(self.model, layers) as seen, torch.inference_mode():
-            self.model(input_ids=ids, use_cache=False)
+        tail = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"] if answer else None
+        cached = self._prompt_cache
+        with tap(self.model, layers) as seen:
+            if tail is not None and cached is not None and torch.equal(cached[0], ids):
+                self.model(input_ids=tail, past_key_values=copy.deepcopy(cached[1]), use_cache=True)
+            else:
+                self.model(input_ids=ids if tail is None else torch.cat([ids, tail], 1), use_cache=False)
         return dict(seen)
 
     def branch(self, messages: list[dict[str, str]], k: int, max_new_tokens: int, prompt_layers: list[int],
@@ -155,6 +170,7 @@ class HFGenerator:
         with self._lock, torch.inference_mode():
             with tap(self.model, prompt_layers) as prompt_state:
                 pre = self.model(input_ids=ids, use_cache=True)
+            self._prompt_cache = (ids, pre.past_key_values)
             first = torch.topk(pre.logits[0, -1].float(), k).indices
             inp = torch.cat([ids.repeat(k, 1), first[:, None]], 1)
             if max_new_tokens > 1:
@@ -167,16 +183,7 @@ class HFGenerator:
             for row in inp[:, ids.shape[1]:].tolist():
                 end = next((i for i, t in enumerate(row) if t in eos), len(row))  # a branch may start with EOS
                 texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True).strip())
-            claim_states = []
-            for text in texts:
-                c = claim(text)
-                if not c:
-                    claim_states.append({})
-                    continue
-                tail = self.tokenizer(c, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                with tap(self.model, claim_layers) as seen:
-                    self.model(input_ids=tail, past_key_values=copy.deepcopy(pre.past_key_values), use_cache=True)
-                claim_states.append(dict(seen))
+            claim_states = [self._states_after(ids, claim(t), claim_layers) if claim(t) else {} for t in texts]
         return Branches(tuple(texts), tuple(claim_states), dict(prompt_state), int(ids.shape[1]),
                         time.perf_counter() - t0)
 
@@ -221,7 +228,12 @@ class HFGenerator:
             def run():
                 try:
                     with torch.inference_mode():
-                        self.model.generate(**kwargs)
+                        out = self.model.generate(**kwargs, return_dict_in_generate=True)
+                    cache = out.past_key_values
+                    extra = cache.get_seq_length() - ids.shape[1]
+                    if extra > 0:
+                        cache.crop(-extra)  # keep the prompt's part: what a check of this answer reuses
+                    self._prompt_cache = (ids, cache)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                     err.append(e)
                     streamer.end()

@@ -7,7 +7,9 @@ claim that follows them is supported is close to linearly readable from its hidd
 the claim's last token (the same kind of probe as rag.answerability, at the claim instead of
 the prompt's end: hallucination and error detection from the answer's own tokens, Orgad et
 al. 2024, "LLMs Know More Than They Show"). A logistic regression on that one vector (896
-numbers for Qwen2.5-0.5B) gives P(supported). Cost: one prefill of the prompt plus the claim.
+numbers for Qwen2.5-0.5B) gives P(supported). Cost: a forward pass of the claim's tokens behind
+the prompt the decoder has just answered (its cached keys and values); one prefill of the
+prompt plus the claim where no answer preceded (rag eval judge).
 
 Training (`rag train support`) reads only shared/data/train: HaluEval rows (the right answer
 = supported, the hallucinated one = not) and SQuAD 2.0 paragraphs (a question's gold answer =
@@ -25,7 +27,6 @@ read the claim, and the results report the short answers separately."""
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,31 +51,15 @@ def passage_hit(text: str, title: str = "") -> Hit:
 class StateJudge:
     """P(supported) of a claim given the question and the whole context."""
 
-    KNOWN = 64  # scores kept from answer selection (a few per question in flight)
-
     def __init__(self, generator, probe: Probe):
         self.generator = generator
         self.probe = probe
         self.name = "decoder-state:" + probe.decoder
-        self._known: OrderedDict[tuple, float] = OrderedDict()
 
     def claim_support(self, question: str, claim: str, hits: Sequence[Hit]) -> float:
-        key = _key(question, claim, hits)
-        if key in self._known:  # scored during answer selection: same prompt, same claim
-            return self._known[key]
+        # Right after the decoder answered this prompt, only the claim's tokens run (HFGenerator.states).
         state = self.generator.states(build_messages(question, hits), claim_text(claim), [self.probe.layer])
         return self.probe.score(state[self.probe.layer])
-
-    def remember(self, question: str, claim: str, hits: Sequence[Hit], score: float) -> None:
-        """A claim's score computed elsewhere from the same state (RagService.select_answer),
-        so the grounding check does not run the prefill again."""
-        self._known[_key(question, claim, hits)] = score
-        while len(self._known) > self.KNOWN:
-            self._known.popitem(last=False)
-
-
-def _key(question: str, claim: str, hits: Sequence[Hit]) -> tuple:
-    return question, claim_text(claim), tuple((h.chunk.id, h.chunk.text) for h in hits)
 
 
 def make_state_judge(generator) -> StateJudge | None:

@@ -6,7 +6,7 @@ keep each withheld answer with its verdicts, so the metrics at another RAG_ABSTA
 and RAG_JUDGE_THRESHOLD (policy abstain) follow exactly from the records: answerable-only F1
 (the `f1` of metrics.json), SQuAD 2.0 overall F1 (unanswerable questions score 1 when not
 answered), answered_unanswerable_rate, abstained_answerable_rate.
-Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7]"""
+Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7] [--at 0.5,0.639]"""
 import json
 import sys
 
@@ -14,7 +14,14 @@ from evals import metrics as M
 from rag.prompt import strip_markers
 
 recs = [json.loads(line) for line in open(sys.argv[1])]
-judges = [float(v) for v in sys.argv[sys.argv.index("--judge") + 1].split(",")] if "--judge" in sys.argv else [None]
+
+
+def option(name: str, default: list) -> list:
+    return [float(v) for v in sys.argv[sys.argv.index(name) + 1].split(",")] if name in sys.argv else default
+
+
+judges = option("--judge", [None])
+thresholds = option("--at", [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8])
 
 
 def at(t, judge):
@@ -41,6 +48,6 @@ for judge in judges:
         print(f"\njudge threshold {judge:.2f}")
     print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
     print("|---|---|---|---|---|")
-    for t in [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8]:
+    for t in thresholds:
         f, u, a, fa = at(t, judge)
-        print(f"| {t:.2f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")
+        print(f"| {t:.3f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")

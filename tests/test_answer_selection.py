@@ -1,7 +1,8 @@
-"""Answer selection (RagService.select_answer over HFGenerator.branch): branch 0 is greedy
-decoding, the states come from the shared prompt cache exactly as a full prefill gives them,
-the support probe picks the reply, the grounding check reuses its score, and the decoder's
-own abstention, Korean questions and RAG_BRANCHES=1 keep the plain path."""
+"""Answer selection (RagService.select_answer over HFGenerator.branch) and the prompt cache the
+grounding check reuses: branch 0 is greedy decoding; states read behind the cached prompt equal
+a full prefill's; after an answer, the check runs only the claim's tokens; the support probe
+picks the reply; the decoder's own abstention, Korean questions and RAG_BRANCHES=1 keep the
+plain path."""
 
 from __future__ import annotations
 
@@ -48,6 +49,25 @@ def test_branch_zero_is_greedy_and_its_states_match_a_full_prefill():
         assert set(st) == {1, 2} and all(np.allclose(st[n], full[n], atol=1e-4) for n in (1, 2))
 
 
+def test_after_an_answer_the_check_runs_only_the_claims_tokens():
+    gen = _tiny_generator()
+    msgs = [{"role": "user", "content": "Who built the lighthouse?"}]
+    lengths = []
+    hook = gen.model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    gen.generate(msgs, 4)
+    lengths.clear()
+    got = gen.states(msgs, "Thomas Stevenson", [1, 2])
+    claim_tokens = len(gen.tokenizer("Thomas Stevenson", add_special_tokens=False)["input_ids"])
+    assert lengths == [claim_tokens]  # no second prefill of the prompt
+    other = [{"role": "user", "content": "Who painted it?"}]
+    gen.states(other, "Thomas Stevenson", [1])  # another prompt: a full prefill
+    assert lengths[-1] == gen.encode(other).shape[1] + claim_tokens
+    hook.remove()
+    fresh = _tiny_generator().states(msgs, "Thomas Stevenson", [1, 2])
+    assert all(np.allclose(got[n], fresh[n], atol=1e-4) for n in (1, 2))
+
+
 class BranchGenerator:
     """A decoder stand-in that branches into fixed replies; each reply's claim state is one
     number the test probe turns into its support."""
@@ -57,7 +77,6 @@ class BranchGenerator:
     def __init__(self, replies: dict[str, float]):
         self.replies = replies
         self.streamed = 0
-        self.prefills = 0
 
     def branch(self, messages, k, max_new_tokens, prompt_layers, claim_layers, claim):
         from rag.generate import Branches
@@ -67,8 +86,7 @@ class BranchGenerator:
         return Branches(texts, states, {n: np.array([1.0]) for n in prompt_layers}, 10, 0.0)
 
     def states(self, messages, answer, layers):
-        self.prefills += 1
-        return {n: np.array([1.0]) for n in layers}
+        return {n: np.array([self.replies.get(answer, 1.0)]) for n in layers}
 
     def stream(self, messages, max_new_tokens, tap_layer=None):
         self.streamed += 1
@@ -84,13 +102,12 @@ def _service(svc, replies):
     return gen
 
 
-def test_the_support_probe_picks_the_reply_and_the_check_reuses_its_score(sample_service):
-    gen = _service(sample_service, {"the engineer": 0.1, "Margaret Ellison": 1.0, "granite ledge": -1.0})
+def test_the_support_probe_picks_the_reply(sample_service):
+    _service(sample_service, {"the engineer": 0.1, "Margaret Ellison": 1.0, "granite ledge": -1.0})
     a = sample_service.ask(QUESTION, "default")
     assert not a.abstained and a.text.startswith("Margaret Ellison [")
     assert a.trace["chosen_branch"] == 1 and [b["text"] for b in a.trace["branches"]][0] == "the engineer"
     assert a.verdicts[0].score == pytest.approx(1 / (1 + np.exp(-5.0)))
-    assert gen.prefills == 0  # the check reused the selection's score
 
 
 def test_the_decoders_own_abstention_is_not_overruled(sample_service):
