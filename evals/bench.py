@@ -242,9 +242,9 @@ def render(r: dict) -> str:
                   "| RAG_BRANCHES | p50 s | max s | vs greedy |", "|---:|---:|---:|---:|"]
         lines += [f"| {a['branches']} | {a['p50_s']:.2f} | {a['max_s']:.2f} | {a['p50_s'] / base:.2f}x |"
                   for a in r["answer"]]
-        lines += ["", "Greedy runs the check's own prefill of prompt + claim; answer selection decodes "
-                  "the branches in one batch and scores them from the prompt's cached state, which the "
-                  "check then reuses.", ""]
+        lines += ["", "Both read the claim behind the prompt's cached keys and values (no second prefill); "
+                  "answer selection (RAG_BRANCHES > 1) also decodes its replies in one batch and reads "
+                  "each reply's support. Off by default: it did not raise F1 on dev (docs/results.md).", ""]
     lines += ["## How far from the limits", ""]
     big = r["search"][-1]
     e5 = next(e for e in r["embed"] if "(e5)" in e["stage"])

@@ -15,22 +15,13 @@ from rag.verify import LexicalJudge, Verifier
 
 torch = pytest.importorskip("torch")
 
+from test_finetune import tiny_generator  # noqa: E402 - needs torch
+
 QUESTION = "Who designed the Harbor Point Lighthouse?"
 
 
-def _tiny_generator():
-    from test_finetune import tiny_llama, tiny_tokenizer
-
-    from rag.generate import HFGenerator
-
-    tok = tiny_tokenizer()
-    gen = HFGenerator("tiny", cache_dir=None)
-    gen._model, gen._tok = tiny_llama(tok).eval(), tok
-    return gen
-
-
 def test_branch_zero_is_greedy_and_its_states_match_a_full_prefill():
-    gen = _tiny_generator()
+    gen = tiny_generator()
     msgs = [{"role": "user", "content": "Who built the lighthouse?"}]
     b = gen.branch(msgs, 3, 5, [1], [1, 2], claim_text)
     ids = gen.encode(msgs)
@@ -50,7 +41,7 @@ def test_branch_zero_is_greedy_and_its_states_match_a_full_prefill():
 
 
 def test_after_an_answer_the_check_runs_only_the_claims_tokens():
-    gen = _tiny_generator()
+    gen = tiny_generator()
     msgs = [{"role": "user", "content": "Who built the lighthouse?"}]
     lengths = []
     hook = gen.model.register_forward_pre_hook(
@@ -64,7 +55,7 @@ def test_after_an_answer_the_check_runs_only_the_claims_tokens():
     gen.states(other, "Thomas Stevenson", [1])  # another prompt: a full prefill
     assert lengths[-1] == gen.encode(other).shape[1] + claim_tokens
     hook.remove()
-    fresh = _tiny_generator().states(msgs, "Thomas Stevenson", [1, 2])
+    fresh = tiny_generator().states(msgs, "Thomas Stevenson", [1, 2])
     assert all(np.allclose(got[n], fresh[n], atol=1e-4) for n in (1, 2))
 
 

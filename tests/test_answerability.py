@@ -32,13 +32,9 @@ def test_tap_reads_the_prefill_state_of_each_layer():
 
 
 def test_generator_stream_yields_the_state_last():
-    from test_finetune import tiny_llama, tiny_tokenizer
+    from test_finetune import tiny_generator
 
-    from rag.generate import HFGenerator
-
-    tok = tiny_tokenizer()
-    gen = HFGenerator("tiny", cache_dir=None)
-    gen._model, gen._tok = tiny_llama(tok).eval(), tok
+    gen = tiny_generator()
     items = list(gen.stream([{"role": "user", "content": "hi"}], 3, tap_layer=2))
     assert isinstance(items[-1], np.ndarray) and items[-1].shape == (32,)
     assert all(isinstance(i, str) for i in items[:-1])

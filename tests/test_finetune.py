@@ -47,6 +47,16 @@ def tiny_llama(tok):
     return LlamaForCausalLM(cfg)
 
 
+def tiny_generator():
+    """An HFGenerator around the tiny llama: the service's decoder code without packaged weights."""
+    from rag.generate import HFGenerator
+
+    tok = tiny_tokenizer()
+    gen = HFGenerator("tiny", cache_dir=None)
+    gen._model, gen._tok = tiny_llama(tok).eval(), tok
+    return gen
+
+
 def examples():
     import random
 

@@ -16,6 +16,8 @@ from rag.verify import LexicalJudge, Verifier
 
 torch = pytest.importorskip("torch")
 
+from test_finetune import tiny_generator  # noqa: E402 - needs torch
+
 PASSAGE = "The lighthouse was built in 1890 by Thomas Stevenson on the island of Skerry."
 
 
@@ -23,19 +25,8 @@ def _hit(text=PASSAGE):
     return Hit(Chunk(7, "d", text, 0, len(text), 0, "src.txt", "Skerry"), 0.9, "fused")
 
 
-def _tiny_generator():
-    from test_finetune import tiny_llama, tiny_tokenizer
-
-    from rag.generate import HFGenerator
-
-    tok = tiny_tokenizer()
-    gen = HFGenerator("tiny", cache_dir=None)
-    gen._model, gen._tok = tiny_llama(tok).eval(), tok
-    return gen
-
-
 def test_states_are_read_at_the_last_token_of_the_claim():
-    gen = _tiny_generator()
+    gen = tiny_generator()
     msgs = [{"role": "user", "content": "Who built it?"}]
     prompt = gen.encode(msgs)
     claim = gen.tokenizer("Thomas Stevenson", add_special_tokens=False, return_tensors="pt")["input_ids"]
