@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Answer selection (RagService.select_answer): the decoder's replies starting with its
     # `branches` most likely first tokens; the support probe keeps the best-supported one.
     # English questions with a support probe only. 1 = plain greedy decoding, streamed: the
-    # default, because the gain measured on train (answer-all F1 0.427 -> 0.514 with 3) did
+    # default, because the gain measured on train (answer-all F1 0.431 -> 0.511 with 3) did
     # not hold on dev squad2 (0.467 -> 0.456; docs/results.md).
     branches: int = Field(default=1, ge=1, le=8)
     max_question_chars: int = Field(default=2000, ge=10)

@@ -190,7 +190,7 @@ class RagService:
         Why: the 0.5B decoder often picks the wrong span of the right passage, and the right
         one is often a less likely first token away (the probe was trained to tell a gold span
         from another span of the same paragraph). Measured (docs/results.md): answer-all F1
-        0.427 -> 0.514 on train questions, but 0.467 -> 0.456 on dev squad2, so it is off by
+        0.431 -> 0.511 on train questions, but 0.467 -> 0.456 on dev squad2, so it is off by
         default (RAG_BRANCHES=1). A greedy reply that abstains is kept: the decoder's "I don't
         know" is not overruled."""
         from rag.state_judge import claim_text
