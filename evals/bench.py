@@ -131,16 +131,21 @@ def timed_each(fn, items) -> list[float]:
     return out
 
 
-def bench_generate(settings: Settings, repeats: int) -> dict:
-    from rag.pipeline import RagService
+def bench_prompt():
+    """The question, passages and prompt every decoder stage is timed on: (question, hits, messages)."""
     from rag.prompt import build_messages
     from rag.types import Chunk, Hit
 
-    svc = RagService(settings)
-    gen = svc.generator
-    texts = corpus_texts(4)
-    hits = [Hit(Chunk(i, "d", t, 0, len(t), 0, f"s{i}", ""), 1.0, "fused") for i, t in enumerate(texts)]
-    msgs = build_messages("What happened after the embargo ended?", hits)
+    hits = [Hit(Chunk(i, "d", t, 0, len(t), 0, f"s{i}", ""), 1.0, "fused") for i, t in enumerate(corpus_texts(4))]
+    question = "What happened after the embargo ended?"
+    return question, hits, build_messages(question, hits)
+
+
+def bench_generate(settings: Settings, repeats: int) -> dict:
+    from rag.pipeline import RagService
+
+    gen = RagService(settings).generator
+    _, _, msgs = bench_prompt()
     t0 = time.perf_counter()
     gen.generate(msgs, 4)  # load + warm up
     load_s = time.perf_counter() - t0
@@ -159,18 +164,14 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
     """One answer with its grounding check, greedy (RAG_BRANCHES=1) against answer selection
     (RAG_BRANCHES when above 1, else 3), on the same prompt: what a user waits for after retrieval."""
     from rag.pipeline import RagService
-    from rag.prompt import build_messages
-    from rag.types import Chunk, Hit
 
-    texts = corpus_texts(4)
-    hits = [Hit(Chunk(i, "d", t, 0, len(t), 0, f"s{i}", ""), 1.0, "fused") for i, t in enumerate(texts)]
-    question = "What happened after the embargo ended?"
-    msgs = build_messages(question, hits)
+    question, hits, msgs = bench_prompt()
+    svc = RagService(settings)  # one decoder for both runs; only the branch count changes
+    if svc.verifier is None:
+        return []  # RAG_VERIFY=off: no check to time
     out = []
     for branches in (1, settings.branches if settings.branches > 1 else 3):
-        svc = RagService(settings.model_copy(update={"branches": branches}))
-        if svc.verifier is None:
-            break  # RAG_VERIFY=off: no check to time
+        svc.settings = settings.model_copy(update={"branches": branches})
         if branches > 1 and not svc.selects_answers(question):
             continue  # no support probe for this decoder: nothing to select with
 

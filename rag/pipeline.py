@@ -7,7 +7,7 @@ retrieve -> (rerank) -> gate -> prompt -> generate -> citations -> (verify) -> A
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rag.collection import IndexCache
@@ -202,10 +202,9 @@ class RagService:
             trace["answerability"] = probe.score(b.prompt_state[probe.layer])
         scores = [judge.probe.score(st[judge.probe.layer]) if st else None for st in b.claim_states]
         trace["branches"] = [{"text": t, "support": sc} for t, sc in zip(b.texts, scores)]
-        ok = [i for i, t in enumerate(b.texts) if scores[i] is not None and not is_abstention(t)]
-        if is_abstention(b.texts[0]) or not ok:
+        best = pick_reply(b.texts, scores)
+        if best is None:
             return b.texts[0]
-        best = max(ok, key=lambda i: scores[i])
         trace["chosen_branch"] = best
         return b.texts[best]
 
@@ -236,6 +235,16 @@ class RagService:
             raise InputError(f"the question is {len(q)} characters long; the limit is "
                              f"{self.settings.max_question_chars} (RAG_MAX_QUESTION_CHARS)")
         return q
+
+
+def pick_reply(texts: Sequence[str], supports: Sequence[float | None]) -> int | None:
+    """Answer selection's rule: the index of the best-supported reply that is not an abstention
+    (ties keep the earlier one, greedy first), or None when the greedy reply (texts[0])
+    abstains or no reply could be scored."""
+    ok = [i for i, t in enumerate(texts) if supports[i] is not None and not is_abstention(t)]
+    if is_abstention(texts[0]) or not ok:
+        return None
+    return max(ok, key=lambda i: supports[i])
 
 
 def relevant(question: str, hits: list[Hit]) -> bool:

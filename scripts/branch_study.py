@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from evals.metrics import f1_score
 from rag.config import Settings
-from rag.pipeline import RagService
-from rag.prompt import build_messages, is_abstention
+from rag.pipeline import RagService, pick_reply
+from rag.prompt import build_messages
 from rag.state_judge import claim_text
 
 out = Path(sys.argv[1])
@@ -45,11 +45,8 @@ recs = [json.loads(line) for line in open(out)]
 
 def chosen(r, kk):
     """select_answer's choice among the first kk branches: (reply, support) or None."""
-    ok = [i for i in range(kk) if r["support"][i] is not None and not is_abstention(r["texts"][i])]
-    if is_abstention(r["texts"][0]) or not ok:
-        return None
-    i = max(ok, key=lambda i: r["support"][i])
-    return r["texts"][i], r["support"][i]
+    i = pick_reply(r["texts"][:kk], r["support"][:kk])
+    return None if i is None else (r["texts"][i], r["support"][i])
 
 
 ans = [r for r in recs if r["answerable"]]
@@ -61,9 +58,7 @@ print("| branches | f1, every question answered | f1 at the gates | unanswerable
 print("|---|---|---|---|")
 for kk in range(1, k + 1):
     picks = {r["qid"]: chosen(r, kk) for r in recs}
-    gated = {q: c for q, c in picks.items() if c and c[1] >= t_sup}
-    gated = {q: c for q, c in gated.items()
-             if next(r for r in recs if r["qid"] == q)["answerability"] >= t_ans}
+    gated = {r["qid"]: c for r in recs if (c := picks[r["qid"]]) and c[1] >= t_sup and r["answerability"] >= t_ans}
     f_all = sum(f1_score(picks[r["qid"]][0], r["answers"]) if picks[r["qid"]] else 0.0 for r in ans) / len(ans)
     f_gate = sum(f1_score(gated[r["qid"]][0], r["answers"]) if r["qid"] in gated else 0.0 for r in ans) / len(ans)
     u_gate = sum(r["qid"] in gated for r in una) / max(1, len(una))
