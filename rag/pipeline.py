@@ -88,9 +88,28 @@ class RagService:
         if "answerability" not in self._lazy:
             from rag.answerability import load_probe
 
-            on = self.settings.answerability == "probe" and self.settings.backend != "fake"
+            on = self.settings.answerability != "off" and self.settings.backend != "fake"
             self._lazy["answerability"] = load_probe(self.generator.name) if on else None
         return self._lazy["answerability"]
+
+    @property
+    def reader(self):
+        """The extractive reader (rag.reader) when it gates or answers English questions, or None."""
+        if "reader" not in self._lazy:
+            s = self.settings
+            reader = None
+            if s.backend != "fake" and "reader" in (s.answerability, s.answerer):
+                from rag.reader import Reader
+
+                reader = Reader(threads=s.threads)
+            self._lazy["reader"] = reader
+        return self._lazy["reader"]
+
+    def gate(self, question: str):
+        """The answerability scorer of this question: the reader (English) or the decoder-state probe."""
+        if self.settings.answerability == "reader" and self.reader is not None and not is_korean(question):
+            return self.reader
+        return self.answerability
 
     def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
         """Rerank the first `rerank_candidates` retrieved hits; the rest keep retrieval order."""
@@ -146,8 +165,8 @@ class RagService:
                        "retrieved_sources": [h.chunk.source for h in ranked], **route}
         from rag.calibrate import threshold_for
 
-        probe = self.answerability
-        trace["abstain_threshold"] = threshold_for(s, self.store, collection, probe)
+        gate = self.gate(question)
+        trace["abstain_threshold"] = threshold_for(s, self.store, collection, gate)
         model = self.generator.name
         if not relevant(question, hits):
             trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"
@@ -156,8 +175,14 @@ class RagService:
             return
         messages = build_messages(question, hits)
         t1 = time.perf_counter()
-        if self.selects_answers(question):
-            raw = self.select_answer(question, messages, hits, trace)
+        span = self.read(question, hits, trace, gate)
+        probe = gate if gate is self.answerability else None  # the decoder-state probe, read during the prefill
+        if span is not None and s.answerer == "reader":
+            raw = f"{span.text} [{span.passage + 1}]"
+            timings["ttft_s"] = time.perf_counter() - t1
+            yield raw
+        elif self.selects_answers(question):
+            raw = self.select_answer(question, messages, hits, trace, probe)
             timings["ttft_s"] = time.perf_counter() - t1  # the chosen reply comes whole
             yield raw
         else:
@@ -184,7 +209,24 @@ class RagService:
         return (self.settings.branches > 1 and not is_korean(question) and hasattr(self.generator, "branch")
                 and self.verifier is not None and self.verifier.state_judge is not None)
 
-    def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
+    def read(self, question: str, hits: list[Hit], trace: dict, gate) -> object | None:
+        """The reader's best span over the passages (rag.reader.Span), for English questions when
+        the reader is on; recorded in the trace, and its answerability is the sufficiency score
+        when the reader is the gate."""
+        if self.reader is None or is_korean(question):
+            return None
+        from rag.reader import answerability
+
+        spans = self.reader.read(question, [h.chunk.text for h in hits])
+        best = spans[0] if spans else None
+        if best is not None:
+            trace["reader"] = {"span": best.text, "passage": best.passage + 1, "margin": round(best.margin, 4)}
+        if gate is self.reader:
+            trace["answerability"] = answerability(best)
+        return best
+
+    def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict,
+                      probe=None) -> str:
         """The reply the support probe finds best supported among the decoder's replies that
         start with its most likely first tokens (greedy first; ties keep the earlier one).
         Why: the 0.5B decoder often picks the wrong span of the right passage, and the right
@@ -195,7 +237,7 @@ class RagService:
         know" is not overruled."""
         from rag.state_judge import claim_text
 
-        judge, probe = self.verifier.state_judge, self.answerability
+        judge = self.verifier.state_judge
         b = self.generator.branch(messages, self.settings.branches, self.settings.max_new_tokens,
                                   [probe.layer] if probe else [], [judge.probe.layer], claim_text)
         if probe:

