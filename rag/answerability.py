@@ -42,10 +42,6 @@ class Probe:
     threshold: float  # default gate: answer only when P(answerable) reaches it
     fit: dict  # how it was fitted: data counts, CV scores, the threshold's target
 
-    @property
-    def score_name(self) -> str:
-        return f"answerability:{self.decoder}"
-
     def score(self, state: np.ndarray) -> float:
         z = float(np.dot(np.asarray(self.weights, np.float64), np.asarray(state, np.float64)) + self.bias)
         return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))

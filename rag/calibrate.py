@@ -1,9 +1,9 @@
 """Calibrated abstention: one sufficiency score per answer, one fitted threshold per collection.
 
-The sufficiency score is P(the passages answer the question): for English questions from the
-extractive reader's no-answer margin (rag.reader), else from the answerability probe on the
-decoder's own prompt state (rag.answerability), where one is shipped for the decoder; without
-either, the judge's P(the weakest claim is supported). With reranking on, the
+The sufficiency score is P(the passages answer the question): for an answer of the extractive
+reader (rag.reader) the logistic of its no-answer margin, for the decoder's the answerability
+probe on the decoder's own prompt state (rag.answerability), where one is shipped for the
+decoder; without it, the judge's P(the weakest claim is supported). With reranking on, the
 reranker's P(the best passage answers) joins it as a geometric mean (one near-zero signal
 sinks it). The judge's verdicts are applied separately, by the grounding policy.
 
@@ -38,13 +38,14 @@ def sufficiency(hits: Sequence[Hit], support: float, answerability: float | None
     return base
 
 
-def score_name(gate) -> str:
+def score_name(probe, reader_first: bool = False) -> str:
     """Which score a threshold belongs to: fitted thresholds of another score are not reused.
-    gate: the answerability scorer (rag.reader.Reader or rag.answerability.Probe) or None."""
-    return gate.score_name if gate is not None else "support"
+    reader_first: the question's answers may come from the reader (English, RAG_ANSWERER)."""
+    base = f"answerability:{probe.decoder}" if probe is not None else "support"
+    return f"reader+{base}" if reader_first else base
 
 
-def threshold_for(settings, store, collection: str, gate=None) -> float:
+def threshold_for(settings, store, collection: str, probe=None, reader_first: bool = False) -> float:
     if settings.abstain_threshold is not None:
         return settings.abstain_threshold
     try:
@@ -52,9 +53,9 @@ def threshold_for(settings, store, collection: str, gate=None) -> float:
     except Exception:  # noqa: BLE001 - a missing collection is reported by retrieval, not here
         saved = {}
     fitted = saved.get("abstain_threshold")
-    if fitted is not None and (saved.get("calibration") or {}).get("score", "support") == score_name(gate):
+    if fitted is not None and (saved.get("calibration") or {}).get("score", "support") == score_name(probe, reader_first):
         return float(fitted)
-    return gate.threshold if gate is not None else DEFAULT_THRESHOLD
+    return probe.threshold if probe is not None else DEFAULT_THRESHOLD
 
 
 def ground(answer: Answer, verifier, policy: str, threshold: float) -> Answer:
@@ -153,20 +154,17 @@ def calibrate_collection(service, collection: str, data_dir: Path, target: float
     answered = [s >= t for s in scores]
     n_un = sum(1 for a in labels if not a)
     n_an = len(labels) - n_un
-    gate = service.gate("")  # the English questions' gate (rag calibrate fits English data)
-    result = {"abstain_threshold": t, "score": score_name(gate),
+    result = {"abstain_threshold": t, "score": score_name(service.answerability, service.reader is not None),
               "objective": "squad2-f1" if target is None else "answered-unanswerable-share", "target": target,
               "questions": len(rows), "data": str(data_dir),
               "answered_unanswerable_rate": sum(x for x, a in zip(answered, labels) if not a) / max(1, n_un),
               "answered_answerable_rate": sum(x for x, a in zip(answered, labels) if a) / max(1, n_an),
               "f1_answerable": sum(f for f, x, a in zip(f1s, answered, labels) if a and x) / max(1, n_an)}
     service.store.update_settings(collection, abstain_threshold=t, calibration=result)
-    if as_default and gate is not None:
-        if hasattr(gate, "save_threshold"):  # the reader
-            gate.save_threshold(result)
-        else:
-            from rag.answerability import probe_path
+    if as_default and service.answerability is not None:
+        from rag.answerability import probe_path
 
-            replace(gate, threshold=t, fit={**gate.fit, "threshold_calibration": result}).save(
-                probe_path(gate.decoder))
+        probe = service.answerability
+        replace(probe, threshold=t, fit={**probe.fit, "threshold_calibration": result}).save(
+            probe_path(probe.decoder))
     return result

@@ -74,14 +74,15 @@ class Settings(BaseSettings):
     # Who decides English claims: the support probe on the decoder's state (rag/state_judge.py;
     # the cross-encoder where no probe ships for the decoder) or the cross-encoder alone.
     judge: Literal["decoder-state", "cross-encoder"] = "decoder-state"
-    # The sufficiency score of English questions: "reader" = the extractive reader's no-answer
-    # margin (rag/reader.py), "probe" = the probe on the decoder's prompt state
-    # (rag/answerability.py), "off" = the judge's support. Korean questions use the probe
-    # unless "off" (the reader's MiniLM cannot read Hangul).
-    answerability: Literal["reader", "probe", "off"] = "reader"
-    # Who writes English answers: "reader" = the reader's span, cited by its passage;
-    # "decoder" = the decoder's phrase. Korean answers are always the decoder's.
-    answerer: Literal["reader", "decoder"] = "reader"
+    # The answerability probe on the decoder's prompt state (rag/answerability.py): "probe" uses
+    # the one shipped for the decoder (if any) as the sufficiency score; "off" ignores it.
+    answerability: Literal["probe", "off"] = "probe"
+    # Who answers English questions (rag/reader.py). "reader-first": the extractive reader reads
+    # the passages first and its span is the answer when P(answerable) from its no-answer margin
+    # reaches reader_threshold; otherwise the decoder answers (and the probe gates). "decoder":
+    # the decoder always. Korean questions always go to the decoder (MiniLM cannot read Hangul).
+    answerer: Literal["reader-first", "decoder"] = "reader-first"
+    reader_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # 0.5: span and "no answer" tie
     # Calibrated abstention: answer only when the sufficiency score reaches this threshold.
     # None = the collection's fitted value (rag calibrate), else the shipped default.
     abstain_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

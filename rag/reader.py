@@ -14,7 +14,6 @@ the [CLS] position's; the margin is best span - its window's no-answer score."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ STRIDE = 96
 MAX_ANSWER_TOKENS = 30
 TOP_N = 20  # candidate starts and ends per window, as in run_qa's post-processing
 WEIGHTS = "reader.safetensors"
-CALIBRATION = "calibration.json"  # the default threshold, fitted on held-out train articles
-SCORE_NAME = "reader"  # which score a collection's fitted threshold belongs to (rag.calibrate)
 
 
 def trained_path() -> Path:
@@ -92,26 +89,12 @@ def answerability(span: Span | None) -> float:
 class Reader:
     """Inference: the best span over a question's passages, with its no-answer margin."""
 
-    score_name = SCORE_NAME
-
     def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16):
         self.model_dir = Path(model_dir or trained_path())
         self.threads = threads
         self.batch = batch
         self._model = None
         self._tok = None
-
-    @property
-    def threshold(self) -> float:
-        """The shipped gate on `answerability`: fitted with `rag train reader` on held-out
-        train articles, else the margin's own boundary (0.5 = span and no-answer tie)."""
-        path = self.model_dir / CALIBRATION
-        return float(json.loads(path.read_text())["abstain_threshold"]) if path.exists() else 0.5
-
-    def save_threshold(self, result: dict) -> Path:
-        path = self.model_dir / CALIBRATION
-        path.write_text(json.dumps(result, indent=1))
-        return path
 
     def load(self):
         if self._model is None:

@@ -127,8 +127,8 @@ def cmd_train_reader(args) -> int:
     """Fine-tune the extractive reader (rag.reader) on the SQuAD 2.0 train articles, then
     report how it gates three held-out articles read through the pipeline's own retrieval of
     the train corpus (answer-all F1, AUROC, the threshold meeting --target). The report goes to
-    held_out.json beside the weights; the shipped threshold stays the reader's own boundary
-    (rag.reader.Reader.threshold; docs/results.md says why), `rag calibrate` refits it."""
+    held_out.json beside the weights. The shipped RAG_READER_THRESHOLD stays the reader's own
+    boundary, 0.5 (docs/results.md says why)."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -170,7 +170,7 @@ def cmd_train_reader(args) -> int:
 
     result = {"held_out_articles": sorted(held_out), "questions": len(y), "answerable": int(y.sum()),
               "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
-              "at_boundary": at(reader.threshold), "target": args.target,
+              "at_reader_threshold": at(settings.reader_threshold), "target": args.target,
               "at_target": at(fit_threshold(scores, labels, args.target))}
     (out / "held_out.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
@@ -200,9 +200,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="with --steps: one stage at this rate")
     p.add_argument("--save-steps", type=int, default=20)
     p.add_argument("--epochs", type=float, default=2.0, help="reader: passes over its training windows")
-    p.add_argument("--retrain", action="store_true", help="reader: train again even if weights exist (else only refit the threshold)")
+    p.add_argument("--retrain", action="store_true", help="reader: train again even if weights exist (else only the held-out report)")
     p.add_argument("--threads", type=int, default=1)
-    g = p.add_argument_group("probes on the decoder's state (answerability, support) and the reader's threshold")
+    g = p.add_argument_group("probes on the decoder's state (answerability, support) and the reader's held-out report")
     g.add_argument("--index-dir", type=Path, default=None, help="data dir for the train-corpus index (default: WORK/index)")
     g.add_argument("--questions", type=int, default=None,
                    help="SQuAD 2.0 train questions to use (default: answerability 2000, support 400)")
@@ -210,7 +210,7 @@ def register(sub) -> None:
     g.add_argument("--layers", default="8,12,14,16,18,20,22,24", help="decoder layers to try (1-based)")
     g.add_argument("--target", type=float, default=0.08,
                    help="max share of no-answer contexts let through: the probes' provisional threshold (out "
-                        "of fold); the reader's default threshold (held-out articles)")
+                        "of fold); the reader's report (held-out articles)")
     g.add_argument("--calibrate", type=int, default=0,
                    help="then fit the default threshold to SQuAD 2.0 F1 on this many held-out train questions")
     p.set_defaults(fn=cmd_train)

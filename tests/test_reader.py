@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from rag import reader as rd
-from rag.prompt import ABSTAIN_MESSAGE
 
 TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 LIGHTHOUSE = ("The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay. "
@@ -66,10 +65,7 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
 
 
 class _StubReader:
-    """Stands in for rag.reader.Reader: the passage naming the lighthouse's designer, fixed margins."""
-
-    score_name = rd.SCORE_NAME
-    threshold = 0.5
+    """Stands in for rag.reader.Reader: finds "Margaret Ellison" where a passage names her, with a fixed margin."""
 
     def __init__(self, margin: float):
         self.margin, self.calls = margin, 0
@@ -80,37 +76,44 @@ class _StubReader:
                 for i, p in enumerate(passages) if "Margaret" in p]
 
 
-def _with_reader(service, reader):
-    service._lazy["reader"] = reader
-    return service
+def _with_reader(service, margin: float) -> _StubReader:
+    service._lazy["reader"] = stub = _StubReader(margin)
+    return stub
 
 
-def test_pipeline_answers_with_the_readers_span_and_cites_its_passage(sample_service):
-    stub = _with_reader(sample_service, _StubReader(4.0))._lazy["reader"]
+def test_a_confident_reader_answers_with_its_span_and_cites_its_passage(sample_service):
+    stub = _with_reader(sample_service, 4.0)
     a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
     assert stub.calls == 1 and not a.abstained
     assert a.text.startswith("Margaret Ellison [") and a.citations[0].source.endswith("lighthouse.txt")
-    assert a.trace["reader"]["span"] == "Margaret Ellison"
+    assert a.trace["raw"].startswith("Margaret Ellison [")
     assert a.trace["answerability"] == pytest.approx(rd.answerability(rd.Span(0, "", 0, 0, 4.0, 0.0)))
 
 
-def test_pipeline_abstains_when_the_readers_margin_is_below_its_threshold(sample_service):
-    _with_reader(sample_service, _StubReader(-3.0))
-    a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
-    assert a.abstained and a.text == ABSTAIN_MESSAGE
-    assert "below the calibrated threshold 0.50" in a.trace["abstain_reason"]
-    assert a.trace["withheld_answer"].startswith("Margaret Ellison")
+def test_an_unsure_reader_hands_the_question_to_the_decoder(sample_service):
+    stub = _with_reader(sample_service, -3.0)  # P(answerable) 0.05 < RAG_READER_THRESHOLD 0.5
+    a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert stub.calls == 1 and "142 steps" in a.text  # the (fake) decoder's answer
+    assert a.trace["reader"]["answerability"] < 0.5 and "answerability" not in a.trace
 
 
-def test_korean_questions_and_the_decoder_setting_bypass_the_reader(sample_service):
-    stub = _with_reader(sample_service, _StubReader(4.0))._lazy["reader"]
+def test_the_readers_threshold_is_a_setting(sample_service):
+    sample_service.settings = sample_service.settings.model_copy(update={"reader_threshold": 0.99})
+    _with_reader(sample_service, 4.0)  # P 0.98: below 0.99, so the decoder answers
+    a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert "142 steps" in a.text
+
+
+def test_korean_questions_and_the_decoder_setting_skip_the_reader(sample_service):
+    stub = _with_reader(sample_service, 4.0)
     k = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
     assert stub.calls == 0 and "1,947미터" in k.text and "reader" not in k.trace
-    decoder = type(sample_service)(sample_service.settings.model_copy(update={"answerer": "decoder"}))
-    stub2 = _with_reader(decoder, _StubReader(4.0))._lazy["reader"]
-    a = decoder.ask("How many steps lead to the lantern room of the lighthouse?", "default")
-    # the reader still gates (its answerability is the sufficiency score) but the decoder writes
-    assert stub2.calls == 1 and "142 steps" in a.text
+    from rag.config import Settings
+    from rag.pipeline import RagService
+
+    real = Settings(data_dir=sample_service.settings.data_dir, answerer="decoder")
+    assert RagService(real).reader is None  # built without loading any model
+    assert RagService(real.model_copy(update={"answerer": "reader-first"})).reader is not None
 
 
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
@@ -119,10 +122,10 @@ def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
     spans = reader.read("Who designed the Harbor Point Lighthouse?", [TEA, LIGHTHOUSE])
     assert spans[0].passage == 1 and "Margaret Ellison" in spans[0].text and spans[0].margin > 0
     year = reader.read("When was the Harbor Point Lighthouse completed?", [LIGHTHOUSE])[0]
-    assert year.text == "1874" and rd.answerability(year) >= reader.threshold
+    assert year.text == "1874" and rd.answerability(year) >= 0.5
     # the passage is on topic but says nothing about the architect's birthplace
     none = reader.read("In which city was Margaret Ellison born?", [LIGHTHOUSE])
-    assert not none or rd.answerability(none[0]) < reader.threshold
+    assert not none or rd.answerability(none[0]) < 0.5
 
 
 def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
