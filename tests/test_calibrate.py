@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from rag.calibrate import best_f1_threshold, calibrate_collection, fit_threshold, sufficiency, threshold_for
+from rag.calibrate import DEFAULT_THRESHOLD, best_f1_threshold, calibrate_collection, fit_threshold, sufficiency, threshold_for
 from rag.types import Chunk, Hit
 
 
@@ -35,6 +35,14 @@ def test_threshold_saved_with_collection(sample_service):
     sample_service.store.update_settings("default", abstain_threshold=0.42)
     assert threshold_for(s, sample_service.store, "default") == 0.42
     assert threshold_for(s.model_copy(update={"abstain_threshold": 0.1}), sample_service.store, "default") == 0.1
+
+
+def test_a_threshold_fitted_with_the_reader_first_applies_only_to_questions_it_reads(sample_service):
+    s = sample_service.settings
+    sample_service.store.update_settings("default", abstain_threshold=0.42, calibration={"score": "reader+support"})
+    assert threshold_for(s, sample_service.store, "default", reader_first=True) == 0.42
+    # a Korean question (or RAG_ANSWERER=decoder) is scored by another signal: the default applies
+    assert threshold_for(s, sample_service.store, "default", reader_first=False) == DEFAULT_THRESHOLD
 
 
 def test_calibrate_collection_fits_and_saves(sample_service, tmp_path):
