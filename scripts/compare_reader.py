@@ -2,8 +2,9 @@
 of a finished `rag eval qa` run (its records keep the retrieved chunk ids and the decoder's raw
 reply and answerability score) with the shipped reader, and prints answer-all F1 of both and
 the AUROC of the reader's margin and of the decoder-state probe (answerable vs not).
-Usage: RAG_DATA_DIR=var/final python scripts/compare_reader.py OUT [collection] [k]
-(default collection eval-squad2, k 4; OUT/reader_compare.json gets the per-question rows)."""
+Usage: RAG_DATA_DIR=var/final python scripts/compare_reader.py OUT [collection] [k] [reader_dir]
+(default collection eval-squad2, k 4, the shipped reader; OUT/reader_compare.json gets the
+per-question rows)."""
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ run = Path(sys.argv[1])
 collection = sys.argv[2] if len(sys.argv) > 2 else "eval-squad2"
 k = int(sys.argv[3]) if len(sys.argv) > 3 else 4
 settings = Settings()
-store, reader = Store(settings.db_url), Reader(threads=settings.threads)
+model_dir = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+store, reader = Store(settings.db_url), Reader(model_dir, threads=settings.threads)
 rows = []
 for line in open(run / "records.jsonl"):
     r = json.loads(line)
