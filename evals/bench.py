@@ -167,12 +167,11 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
     from rag.pipeline import RagService
 
     question, hits, msgs = bench_prompt()
-    svc = RagService(settings)  # one decoder for every way; only the answerer changes
+    branches = settings.branches if settings.branches > 1 else 3
+    # One service, one set of loaded models for every way (the branch count only matters to selection).
+    svc = RagService(settings.model_copy(update={"branches": branches}))
     if svc.verifier is None:
         return []  # RAG_VERIFY=off: no check to time
-    branches = settings.branches if settings.branches > 1 else 3
-    select = RagService(settings.model_copy(update={"branches": branches}))
-    select._generator, select._lazy = svc.generator, svc._lazy  # same loaded models
 
     def by_reader(_):
         spans = svc.reader.read(question, [h.chunk.text for h in hits])
@@ -182,12 +181,12 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
         svc.verifier.verify(question, svc.generator.generate(msgs, settings.max_new_tokens).text, (), hits)
 
     def by_selection(_):
-        svc.verifier.verify(question, select.select_answer(question, msgs, hits, {}), (), hits)
+        svc.verifier.verify(question, svc.select_answer(question, msgs, hits, {}), (), hits)
 
     ways = [("decoder, greedy", by_decoder)]
     if svc.reader is not None:
         ways.insert(0, ("reader span", by_reader))
-    if select.selects_answers(question):  # needs a support probe for this decoder
+    if svc.selects_answers(question):  # needs a support probe for this decoder
         ways.append((f"decoder, {branches} branches", by_selection))
     out = []
     for name, answer in ways:

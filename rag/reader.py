@@ -66,9 +66,18 @@ def base_model(dropout: float | None = None):
 
     from rag.models import minilm_dir
 
+    from transformers.utils import logging as hf_logging
+
     torch.manual_seed(0)
     extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    return AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra)
+    # Quiet load: its report calls the span head "newly initialized", which at inference is
+    # misleading (our trained tensors replace it right after).
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 MAX_QUESTION_TOKENS = 96  # longer questions are cut so that every window keeps room for passage
