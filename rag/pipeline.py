@@ -173,6 +173,7 @@ class RagService:
         span = self.read(question, hits, trace) if reader_first else None
         if span is not None:
             trace["answerability"] = answerability(span)
+            model = self.reader.name  # who wrote the answer (the decoder still checks it)
             raw = f"{span.text} [{span.passage + 1}]"
             timings["ttft_s"] = time.perf_counter() - t1
             yield raw

@@ -98,6 +98,8 @@ def answerability(span: Span | None) -> float:
 class Reader:
     """Inference: the best span over a question's passages, with its no-answer margin."""
 
+    name = "extractive-reader:all-MiniLM-L6-v2"  # Answer.model of the answers it gives
+
     def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16):
         self.model_dir = Path(model_dir or trained_path())
         self.threads = threads

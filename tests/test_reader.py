@@ -67,6 +67,8 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
 class _StubReader:
     """Stands in for rag.reader.Reader: finds "Margaret Ellison" where a passage names her, with a fixed margin."""
 
+    name = rd.Reader.name
+
     def __init__(self, margin: float):
         self.margin, self.calls = margin, 0
 
@@ -86,14 +88,14 @@ def test_a_confident_reader_answers_with_its_span_and_cites_its_passage(sample_s
     a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
     assert stub.calls == 1 and not a.abstained
     assert a.text.startswith("Margaret Ellison [") and a.citations[0].source.endswith("lighthouse.txt")
-    assert a.trace["raw"].startswith("Margaret Ellison [")
+    assert a.trace["raw"].startswith("Margaret Ellison [") and a.model == rd.Reader.name
     assert a.trace["answerability"] == pytest.approx(rd.answerability(rd.Span(0, "", 0, 0, 4.0, 0.0)))
 
 
 def test_an_unsure_reader_hands_the_question_to_the_decoder(sample_service):
     stub = _with_reader(sample_service, -3.0)  # P(answerable) 0.05 < RAG_READER_THRESHOLD 0.5
     a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
-    assert stub.calls == 1 and "142 steps" in a.text  # the (fake) decoder's answer
+    assert stub.calls == 1 and "142 steps" in a.text and a.model != rd.Reader.name  # the (fake) decoder's answer
     assert a.trace["reader"]["answerability"] < 0.5 and "answerability" not in a.trace
 
 
