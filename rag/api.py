@@ -132,6 +132,8 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
         gen = svc.generator
         if hasattr(gen, "load"):
             gen.load()
+        if svc.reader is not None:  # English questions are read by it first
+            svc.reader.load()
     return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(), metrics)
 
 

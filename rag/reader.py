@@ -123,8 +123,8 @@ class Reader:
             if missing:
                 raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
             model.load_state_dict(load_file(str(weights)), strict=False)
+            self._tok = tokenizer()  # before the model: a concurrent caller that sees the model uses it
             self._model = model.to(torch.bfloat16).eval()
-            self._tok = tokenizer()
         return self._model
 
     def read(self, question: str, passages: list[str]) -> list[Span]:
