@@ -33,6 +33,11 @@ import numpy as np
 TRAINED_DIR = Path(__file__).parent / "models_trained"  # probes in TRAINED_DIR/<role>/<generator>.json
 
 
+def logistic(z: float) -> float:
+    """1 / (1 + e^-z), clipped so that extreme scores cannot overflow."""
+    return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
 @dataclass(frozen=True)
 class Probe:
     decoder: str  # the generator name it was fitted on (decoder + adapter)
@@ -44,7 +49,7 @@ class Probe:
 
     def score(self, state: np.ndarray) -> float:
         z = float(np.dot(np.asarray(self.weights, np.float64), np.asarray(state, np.float64)) + self.bias)
-        return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+        return logistic(z)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

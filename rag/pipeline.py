@@ -172,7 +172,7 @@ class RagService:
         t1 = time.perf_counter()
         span = self.read(question, hits, trace) if reader_first else None
         if span is not None:
-            trace["answerability"] = answerability(span)
+            trace["answerability"] = trace["reader"]["answerability"]
             model = self.reader.name  # who wrote the answer (the decoder still checks it)
             raw = f"{span.text} [{span.passage + 1}]"
             timings["ttft_s"] = time.perf_counter() - t1
@@ -214,10 +214,10 @@ class RagService:
         spans = self.reader.read(question, [h.chunk.text for h in hits])
         if not spans:
             return None
-        best = spans[0]
+        best, p = spans[0], answerability(spans[0])
         trace["reader"] = {"span": best.text, "passage": best.passage + 1, "margin": round(best.margin, 4),
-                           "answerability": answerability(best)}
-        return best if answerability(best) >= self.settings.reader_threshold else None
+                           "answerability": p}
+        return best if p >= self.settings.reader_threshold else None
 
     def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
         """The reply the support probe finds best supported among the decoder's replies that

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.answerability import logistic
 from rag.crossencoder import TRAINED_DIR
 from rag.errors import ModelError
 from rag.finetune_data import read_jsonl
@@ -92,7 +93,7 @@ def encode(tok, questions: list[str], contexts: list[str], padding: str | bool =
 
 def answerability(span: Span | None) -> float:
     """P-like answerability score in (0, 1): the logistic of the span's no-answer margin."""
-    return 0.0 if span is None else float(1.0 / (1.0 + np.exp(-np.clip(span.margin, -50, 50))))
+    return 0.0 if span is None else logistic(span.margin)
 
 
 class Reader:
@@ -118,11 +119,11 @@ class Reader:
             from rag.models import set_threads
 
             set_threads(self.threads)
-            model = base_model()
-            missing = set(load_file(str(weights))) - set(model.state_dict())
+            model, trained = base_model(), load_file(str(weights))
+            missing = set(trained) - set(model.state_dict())
             if missing:
                 raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
-            model.load_state_dict(load_file(str(weights)), strict=False)
+            model.load_state_dict(trained, strict=False)
             self._tok = tokenizer()  # before the model: a concurrent caller that sees the model uses it
             self._model = model.to(torch.bfloat16).eval()
         return self._model
