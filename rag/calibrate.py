@@ -58,18 +58,20 @@ def threshold_for(settings, store, collection: str, probe=None, reader_first: bo
     return probe.threshold if probe is not None else DEFAULT_THRESHOLD
 
 
-def ground(answer: Answer, verifier, policy: str, threshold: float) -> Answer:
+def ground(answer: Answer, verifier, policy: str, threshold: float, judge_threshold: float | None = None) -> Answer:
     """Apply the grounding check and the abstention policy to an answer the model gave.
+    judge_threshold: the claims' P(supported) bar when not the verifier's own.
 
     policy: drop (remove unsupported sentences; nothing left = abstain), abstain (any
     unsupported sentence = abstain), report (keep the text, record verdicts). In every
     policy a sufficiency score below the threshold abstains."""
     if answer.abstained or verifier is None:
         return answer
-    check = verifier.verify(answer.question, answer.text, answer.citations, list(answer.context))
+    judge_threshold = verifier.threshold if judge_threshold is None else judge_threshold
+    check = verifier.verify(answer.question, answer.text, answer.citations, list(answer.context), judge_threshold)
     suff = sufficiency(answer.context, check.min_score, answer.trace.get("answerability"))
     trace = {**answer.trace, "sufficiency": suff, "abstain_threshold": threshold,
-             "judge_threshold": verifier.threshold,
+             "judge_threshold": judge_threshold,
              "citation_support": {str(k): v for k, v in check.citation_support.items()}}
     out = replace(answer, verdicts=check.verdicts, trace=trace)
     reason = None

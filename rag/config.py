@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # the decoder always. Korean questions always go to the decoder (MiniLM cannot read Hangul).
     answerer: Literal["reader-first", "decoder"] = "reader-first"
     reader_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # 0.5: span and "no answer" tie
+    # The judge's bar for the reader's spans. None = the value fitted with the shipped reader
+    # on held-out train articles (rag/models_trained/reader/held_out.json, `rag train reader`):
+    # the support probe was trained on the decoder's replies and scores right spans lower.
+    reader_judge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # Calibrated abstention: answer only when the sufficiency score reaches this threshold.
     # None = the collection's fitted value (rag calibrate), else the shipped default.
     abstain_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

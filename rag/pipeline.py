@@ -258,7 +258,13 @@ class RagService:
         from rag.calibrate import DEFAULT_THRESHOLD, ground
 
         t = time.perf_counter()
-        answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD))
+        judge_threshold = None
+        if self.reader is not None and model == self.reader.name:
+            judge_threshold = self.settings.reader_judge_threshold
+            if judge_threshold is None:
+                judge_threshold = self.reader.judge_threshold()
+        answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD),
+                        judge_threshold)
         timings["verify_s"] = time.perf_counter() - t
         return answer
 

@@ -131,7 +131,11 @@ class Verifier:
     def name(self) -> str:
         return self.state_judge.name if self.state_judge is not None else getattr(self.judge, "name", "none")
 
-    def verify(self, question: str, text: str, citations: Sequence[Citation], hits: Sequence[Hit]) -> Check:
+    def verify(self, question: str, text: str, citations: Sequence[Citation], hits: Sequence[Hit],
+               threshold: float | None = None) -> Check:
+        """threshold: P(supported) a claim needs (default self.threshold; the reader's spans
+        have their own, rag.reader.Reader.judge_threshold)."""
+        threshold = self.threshold if threshold is None else threshold
         passages = [h.chunk.text for h in hits]
         cited_all = [c.marker for c in citations if 1 <= c.marker <= len(hits)]
         verdicts, kept, cite_support = [], [], {}
@@ -152,7 +156,7 @@ class Verifier:
             missing = missing_facts(claim, ev_passages)
             if missing:
                 score = min(score, 0.1)  # a number or name the passages never mention: not supported
-            ok = score >= self.threshold
+            ok = score >= threshold
             verdicts.append(Verdict(claim, ok, float(score), hits[best].chunk.id if best is not None else None))
             for n in markers:
                 s = scores[n - 1] if scores and not missing else 0.0

@@ -1,7 +1,8 @@
 """The extractive reader against the decoder on the same passages: re-reads the top-k passages
 of a finished `rag eval qa` run (its records keep the retrieved chunk ids and the decoder's raw
-reply and answerability score) with the shipped reader, and prints answer-all F1 of both and
-the AUROC of the reader's margin and of the decoder-state probe (answerable vs not).
+reply and answerability score) with the shipped reader, and prints answer-all F1 of both, the
+AUROC of the reader's margin and of the decoder-state probe (answerable vs not), and the
+reader alone gating at P(answerable) 0.3 / 0.5 / 0.7 (no judge).
 Usage: RAG_DATA_DIR=var/final python scripts/compare_reader.py OUT [collection] [k] [reader_dir]
 (default collection eval-squad2, k 4, the shipped reader; OUT/reader_compare.json gets the
 per-question rows)."""
@@ -46,4 +47,8 @@ if 0 < y.sum() < len(y):
     out["auroc_reader_margin"] = float(roc_auc_score(y, [r["reader_p"] for r in rows]))
     if all(r["probe_p"] is not None for r in rows):
         out["auroc_decoder_probe"] = float(roc_auc_score(y, [r["probe_p"] for r in rows]))
+    p, f1 = np.array([r["reader_p"] for r in rows]), np.array([r["f1_reader"] for r in rows])
+    out["reader_gate"] = {t: {"answered_unanswerable_rate": float((p[y == 0] >= t).mean()),
+                              "answered_answerable_rate": float((p[y == 1] >= t).mean()),
+                              "f1": float((f1 * (p >= t))[y == 1].mean())} for t in (0.3, 0.5, 0.7)}
 print(json.dumps(out, indent=1))

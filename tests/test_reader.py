@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,18 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
     answered = [r for r in rows if r["start"] >= 0]
     assert answered and len(answered) < len(rows)  # unanswerable questions and distractors say "no answer"
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
+    # HaluEval's multi-hop rows alone (no SQuAD article): each with its answer, most also without it
+    multi = rd.examples(TRAIN, set(), halueval=40)
+    spans = [r for r in multi if r["start"] >= 0]
+    assert len(spans) == 40 and 20 < len(multi) - 40 <= 40
+    assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in spans)
+    assert not any(re.search(r"[a-z][.!?][A-Z]", r["context"]) for r in multi)  # paragraphs re-spaced
+
+
+def test_without_answer_removes_the_sentences_that_hold_it():
+    rest = rd.without_answer(LIGHTHOUSE, ["Margaret Ellison"])
+    assert rest == "The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay."
+    assert rd.without_answer("Only Margaret Ellison is named here.", ["margaret ellison"]) is None
 
 
 class _StubReader:
@@ -69,8 +82,11 @@ class _StubReader:
 
     name = rd.Reader.name
 
-    def __init__(self, margin: float):
-        self.margin, self.calls = margin, 0
+    def __init__(self, margin: float, judge_threshold: float | None = None):
+        self.margin, self.calls, self.fitted = margin, 0, judge_threshold
+
+    def judge_threshold(self):
+        return self.fitted
 
     def read(self, question, passages):
         self.calls += 1
@@ -78,8 +94,8 @@ class _StubReader:
                 for i, p in enumerate(passages) if "Margaret" in p]
 
 
-def _with_reader(service, margin: float) -> _StubReader:
-    service._lazy["reader"] = stub = _StubReader(margin)
+def _with_reader(service, margin: float, judge_threshold: float | None = None) -> _StubReader:
+    service._lazy["reader"] = stub = _StubReader(margin, judge_threshold)
     return stub
 
 
@@ -104,6 +120,18 @@ def test_the_readers_threshold_is_a_setting(sample_service):
     _with_reader(sample_service, 4.0)  # P 0.98: below 0.99, so the decoder answers
     a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
     assert "142 steps" in a.text
+
+
+def test_the_readers_spans_are_judged_at_the_threshold_fitted_with_the_reader(sample_service):
+    _with_reader(sample_service, 4.0, judge_threshold=0.25)
+    a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
+    assert a.model == rd.Reader.name and a.trace["judge_threshold"] == 0.25 and a.verdicts
+    sample_service.settings = sample_service.settings.model_copy(update={"reader_judge_threshold": 0.75})
+    assert sample_service.ask("Who designed the Harbor Point Lighthouse?", "default").trace["judge_threshold"] == 0.75
+    # the decoder's answers keep the judge's own threshold
+    _with_reader(sample_service, -3.0, judge_threshold=0.25)
+    d = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
+    assert d.model != rd.Reader.name and d.trace["judge_threshold"] == sample_service.settings.judge_threshold
 
 
 def test_korean_questions_and_the_decoder_setting_skip_the_reader(sample_service):
@@ -132,4 +160,5 @@ def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
 
 def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
     f = rd.features(tok, [{"question": "why " * 400, "context": LIGHTHOUSE, "start": -1, "answer": ""}])
-    assert len(f["input_ids"]) >= 1 and all(len(ids) == rd.MAX_LENGTH for ids in f["input_ids"])
+    assert len(f["input_ids"]) >= 1 and all(len(ids) <= rd.MAX_LENGTH for ids in f["input_ids"])
+    assert "harbor point lighthouse" in tok.decode(f["input_ids"][0])

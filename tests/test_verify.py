@@ -52,6 +52,10 @@ def test_each_sentence_is_a_claim_and_drop_keeps_supported_ones():
     assert abst.abstained and abst.trace["withheld_answer"] == text and len(abst.verdicts) == 2
     report = ground(a, v, "report", 0.0)
     assert report.text == text and not report.abstained
+    # a judge threshold given with the answer replaces the verifier's own
+    lenient = ground(a, v, "abstain", 0.0, judge_threshold=0.0)
+    assert not lenient.abstained and lenient.trace["judge_threshold"] == 0.0
+    assert [vd.supported for vd in lenient.verdicts] == [True, True]
 
 
 def test_low_sufficiency_abstains_even_when_supported():
