@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,78 +200,39 @@ def gold_start(text: str, answers: list[str]) -> tuple[int, str] | None:
     return None
 
 
-HALUEVAL_ROWS = 3000  # multi-hop questions from HaluEval's HotpotQA rows; ~5.5k windows, short
-
-
-def without_answer(text: str, answers: list[str]) -> str | None:
-    """The text minus each sentence that holds an answer, or None when nothing answer-free is
-    left: the passage that is about the question but does not answer it, which retrieval
-    hands the reader all the time (a hard "no answer" example)."""
-    from ingest.chunk import sentence_spans  # here: `import rag` must not pull ingest in
-
-    low = [a.lower() for a in answers if a]
-    keep = [text[s:e] for s, e in sentence_spans(text) if not any(a in text[s:e].lower() for a in low)]
-    rest = "".join(keep).strip()
-    return rest if rest and not any(a in rest.lower() for a in low) else None
-
-
-def examples(train_dir: Path, articles: set[str], seed: int = 0, halueval: int = HALUEVAL_ROWS) -> list[dict]:
+def examples(train_dir: Path, articles: set[str], seed: int = 0) -> list[dict]:
     """SQuAD 2.0 train questions of the given articles on their paragraph (answer span, or none
-    for the unanswerable ones); for half the answerable ones also another paragraph of the
-    same article without the answer, and for a quarter their own paragraph with the answer's
-    sentence removed, both labelled "no answer" (in the pipeline the reader sees several
-    retrieved passages and must not pick a span from one that does not answer). Then
-    `halueval` multi-hop questions of HaluEval (HotpotQA knowledge), likewise with and without
-    the answer's sentence: on SQuAD alone the reader read bridge and comparison questions
-    badly (dev HotpotQA F1 0.22 against the decoder's 0.42)."""
+    for the unanswerable ones), plus, for half the answerable ones, another paragraph of the
+    same article without the answer labelled "no answer": in the pipeline the reader sees
+    several retrieved passages and must not pick a span from the wrong one."""
     rng = random.Random(seed)
     corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
     by_article = defaultdict(list)
     for d in corpus.values():
         by_article[d["title"]].append(d["doc_id"])
     out = []
-
-    def add(question: str, context: str, answers: list[str] | None):
-        found = gold_start(context, answers) if answers else None
-        if answers and found is None:
-            return False
-        out.append({"question": question, "context": context,
-                    "start": found[0] if found else -1, "answer": found[1] if found else ""})
-        return True
-
     for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
         if q["title"] not in articles:
             continue
         text = corpus[q["doc_id"]]["text"]
-        if not add(q["question"], text, q["answers"] if q["answerable"] else None) or not q["answerable"]:
+        found = gold_start(text, q["answers"]) if q["answerable"] else None
+        if q["answerable"] and found is None:
             continue
-        draw = rng.random()
-        if draw < 0.5:
+        out.append({"question": q["question"], "context": text,
+                    "start": found[0] if found else -1, "answer": found[1] if found else ""})
+        if q["answerable"] and rng.random() < 0.5:
             other = [i for i in by_article[q["title"]] if i != q["doc_id"]
-                     and not any(a.lower() in corpus[i]["text"].lower() for a in q["answers"])]
+                     and found[1].lower() not in corpus[i]["text"].lower()]
             if other:
-                add(q["question"], corpus[rng.choice(other)]["text"], None)
-        elif draw < 0.75 and (rest := without_answer(text, q["answers"])):
-            add(q["question"], rest, None)
-    rows = read_jsonl(train_dir / "halueval" / "halueval_qa.jsonl")
-    rng.shuffle(rows)
-    taken = 0
-    for r in rows:
-        if taken >= halueval:
-            break
-        # HaluEval joins its two paragraphs without a space ("century.First"): restore it
-        text, answer = (re.sub(r"([.!?])(?=[A-Z])", r"\1 ", t).strip() for t in (r["knowledge"], r["right_answer"]))
-        if add(r["question"].strip(), text, [answer]):
-            taken += 1
-            if rest := without_answer(text, [answer]):
-                add(r["question"].strip(), rest, None)
+                out.append({"question": q["question"], "context": corpus[rng.choice(other)]["text"],
+                            "start": -1, "answer": ""})
     rng.shuffle(out)
     return out
 
 
 def features(tok, rows: list[dict]) -> dict:
     """Token windows with start/end labels; a window without the whole answer points at [CLS]."""
-    enc = encode(tok, [r["question"] for r in rows], [r["context"] for r in rows], padding=False)
+    enc = encode(tok, [r["question"] for r in rows], [r["context"] for r in rows])
     starts, ends = [], []
     for w, offsets in enumerate(enc["offset_mapping"]):
         r = rows[enc["overflow_to_sample_mapping"][w]]
@@ -300,7 +260,7 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
     import torch
     from datasets import Dataset
     from safetensors.torch import save_file
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments, default_data_collator
 
     torch.set_num_threads(threads)
     tok = tokenizer()
@@ -313,9 +273,8 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
         output_dir=str(work_dir), per_device_train_batch_size=batch, learning_rate=lr,
         num_train_epochs=epochs, warmup_steps=warmup, lr_scheduler_type="linear", weight_decay=0.01,
         bf16=True, use_cpu=True, save_steps=save_steps, save_total_limit=2, logging_steps=20,
-        report_to=[], seed=0, dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length")  # batches of similar length, padded to their longest: HaluEval's windows are short
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tok))
+        report_to=[], seed=0, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
     last = max(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     out_dir.mkdir(parents=True, exist_ok=True)
