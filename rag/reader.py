@@ -108,12 +108,13 @@ class Reader:
         self.batch = batch
         self._model = None
         self._tok = None
+        report = self.model_dir / "held_out.json"  # read once: every answer of the reader asks for it
+        self._judge_threshold = json.loads(report.read_text()).get("judge_threshold") if report.exists() else None
 
     def judge_threshold(self) -> float | None:
         """The judge's P(supported) bar for this reader's spans, fitted on held-out train
         articles when the reader was trained (None: none fitted, the judge's own applies)."""
-        report = self.model_dir / "held_out.json"
-        return json.loads(report.read_text()).get("judge_threshold") if report.exists() else None
+        return self._judge_threshold
 
     def load(self):
         if self._model is None:

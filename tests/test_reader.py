@@ -148,3 +148,9 @@ def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
 def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
     f = rd.features(tok, [{"question": "why " * 400, "context": LIGHTHOUSE, "start": -1, "answer": ""}])
     assert len(f["input_ids"]) >= 1 and all(len(ids) == rd.MAX_LENGTH for ids in f["input_ids"])
+
+
+def test_the_judge_threshold_comes_from_the_readers_held_out_report(tmp_path):
+    assert rd.Reader(tmp_path).judge_threshold() is None  # nothing fitted: the judge's own bar applies
+    (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3}')
+    assert rd.Reader(tmp_path).judge_threshold() == 0.3
