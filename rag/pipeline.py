@@ -174,7 +174,7 @@ class RagService:
         if span is not None:
             trace["answerability"] = trace["reader"]["answerability"]
             model = self.reader.name  # who wrote the answer (the decoder still checks it)
-            raw = f"{span.text} [{span.passage + 1}]"
+            raw = span.cited
             timings["ttft_s"] = time.perf_counter() - t1
             yield raw
         elif self.selects_answers(question):
@@ -262,7 +262,7 @@ class RagService:
         if self.reader is not None and model == self.reader.name:
             judge_threshold = self.settings.reader_judge_threshold
             if judge_threshold is None:
-                judge_threshold = self.reader.judge_threshold()
+                judge_threshold = self.reader.judge_threshold
         answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD),
                         judge_threshold)
         timings["verify_s"] = time.perf_counter() - t

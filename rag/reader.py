@@ -52,6 +52,11 @@ class Span:
         """> 0: the reader prefers this span to "no answer" in its window."""
         return self.score - self.null
 
+    @property
+    def cited(self) -> str:
+        """The span as an answer cites it: "text [n]", n its passage's 1-based marker."""
+        return f"{self.text} [{self.passage + 1}]"
+
 
 def tokenizer():
     from transformers import AutoTokenizer
@@ -108,13 +113,11 @@ class Reader:
         self.batch = batch
         self._model = None
         self._tok = None
-        report = self.model_dir / "held_out.json"  # read once: every answer of the reader asks for it
-        self._judge_threshold = json.loads(report.read_text()).get("judge_threshold") if report.exists() else None
-
-    def judge_threshold(self) -> float | None:
-        """The judge's P(supported) bar for this reader's spans, fitted on held-out train
-        articles when the reader was trained (None: none fitted, the judge's own applies)."""
-        return self._judge_threshold
+        # The judge's P(supported) bar for this reader's spans, fitted on held-out train articles
+        # when the reader was trained (None: none fitted, the judge's own applies).
+        report = self.model_dir / "held_out.json"
+        self.judge_threshold: float | None = (json.loads(report.read_text()).get("judge_threshold")
+                                              if report.exists() else None)
 
     def load(self):
         if self._model is None:

@@ -165,7 +165,7 @@ def cmd_train_reader(args) -> int:
         labels.append(q["answerable"])
         f1s.append(f1_score(spans[0].text, q["answers"]) if spans and q["answerable"] else 0.0)
         # what the pipeline's judge says of the spans the reader would answer with
-        judged.append(svc.verifier.verify(q["question"], f"{spans[0].text} [{spans[0].passage + 1}]", (), hits,
+        judged.append(svc.verifier.verify(q["question"], spans[0].cited, (), hits,
                                           0.0).min_score if p >= settings.reader_threshold else -1.0)
     s, y, f, j = np.array(scores), np.array(labels), np.array(f1s), np.array(judged)
     # The judge's bar for the reader's spans: the one that maximises SQuAD 2.0 F1 over the

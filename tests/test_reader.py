@@ -50,6 +50,7 @@ def test_best_span_respects_order_length_and_the_passage_part():
 
 def test_answerability_is_the_logistic_of_the_margin():
     span = rd.Span(0, "x", 0, 1, score=3.0, null=1.0)
+    assert span.cited == "x [1]"  # the marker of the first passage
     assert span.margin == 2.0 and rd.answerability(span) == pytest.approx(1 / (1 + np.exp(-2.0)))
     assert rd.answerability(None) == 0.0
 
@@ -70,10 +71,7 @@ class _StubReader:
     name = rd.Reader.name
 
     def __init__(self, margin: float, judge_threshold: float | None = None):
-        self.margin, self.calls, self.fitted = margin, 0, judge_threshold
-
-    def judge_threshold(self):
-        return self.fitted
+        self.margin, self.calls, self.judge_threshold = margin, 0, judge_threshold
 
     def read(self, question, passages):
         self.calls += 1
@@ -151,6 +149,6 @@ def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
 
 
 def test_the_judge_threshold_comes_from_the_readers_held_out_report(tmp_path):
-    assert rd.Reader(tmp_path).judge_threshold() is None  # nothing fitted: the judge's own bar applies
+    assert rd.Reader(tmp_path).judge_threshold is None  # nothing fitted: the judge's own bar applies
     (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3}')
-    assert rd.Reader(tmp_path).judge_threshold() == 0.3
+    assert rd.Reader(tmp_path).judge_threshold == 0.3
