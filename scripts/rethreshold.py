@@ -6,7 +6,9 @@ keep each withheld answer with its verdicts, so the metrics at another RAG_ABSTA
 and RAG_JUDGE_THRESHOLD (policy abstain) follow exactly from the records: answerable-only F1
 (the `f1` of metrics.json), SQuAD 2.0 overall F1 (unanswerable questions score 1 when not
 answered), answered_unanswerable_rate, abstained_answerable_rate.
-Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7] [--at 0.5,0.639]"""
+--reader-judge moves only the bar of the extractive reader's spans (RAG_READER_JUDGE_THRESHOLD),
+--judge that of every answer.
+Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7 | --reader-judge 0.14,0.5] [--at 0.5,0.639]"""
 import json
 import sys
 
@@ -21,17 +23,19 @@ def option(name: str, default: list) -> list:
 
 
 judges = option("--judge", [None])
+reader_judges = option("--reader-judge", [None])
 thresholds = option("--at", [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8])
 
 
-def at(t, judge):
+def at(t, judge, reader_judge=None):
     f1 = []; ans_un = 0; n_un = 0; abst_ans = 0; n_ans = 0
     for r in recs:
         o = r["outputs"]; tr = o["trace"]; inp = r["inputs"]
         p = tr.get("answerability")
         text = o["answer_plain"] if not o["abstained"] else (
             strip_markers(tr["withheld_answer"]) if "withheld_answer" in tr else None)
-        supported = all((v["score"] >= judge) if judge is not None else v["supported"] for v in o["verdicts"])
+        bar = reader_judge if reader_judge is not None and o.get("model", "").startswith("extractive-reader") else judge
+        supported = all((v["score"] >= bar) if bar is not None else v["supported"] for v in o["verdicts"])
         given = text if text and (p is None or p >= t) and supported else None
         if inp["answerable"]:
             n_ans += 1; abst_ans += given is None
@@ -44,10 +48,11 @@ def at(t, judge):
 
 
 for judge in judges:
-    if judge is not None:
-        print(f"\njudge threshold {judge:.2f}")
-    print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
-    print("|---|---|---|---|---|")
-    for t in thresholds:
-        f, u, a, fa = at(t, judge)
-        print(f"| {t:.3f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")
+    for reader_judge in reader_judges:
+        if judge is not None or reader_judge is not None:
+            print(f"\njudge threshold {judge}, reader spans' judge threshold {reader_judge}")
+        print("| threshold | f1 (answerable) | SQuAD 2.0 F1 (all) | answered_unanswerable_rate | abstained_answerable_rate |")
+        print("|---|---|---|---|---|")
+        for t in thresholds:
+            f, u, a, fa = at(t, judge, reader_judge)
+            print(f"| {t:.3f} | {fa:.3f} | {f:.3f} | {u:.2f} | {a:.3f} |")

@@ -152,3 +152,43 @@ def test_the_judge_threshold_comes_from_the_readers_held_out_report(tmp_path):
     assert rd.Reader(tmp_path).judge_threshold is None  # nothing fitted: the judge's own bar applies
     (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3}')
     assert rd.Reader(tmp_path).judge_threshold == 0.3
+
+
+@pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
+def test_the_multihop_members_data_adds_halueval_rows_and_answer_removed_paragraphs():
+    _, held = rd.split_articles(TRAIN)
+    squad = rd.examples(TRAIN, held)
+    rows = rd.examples(TRAIN, held, halueval=20, answer_removed=True)
+    squad_questions = {r["question"] for r in squad}
+    multihop = [r for r in rows if r["question"] not in squad_questions]
+    assert sum(r["start"] >= 0 for r in multihop) == 20  # the HaluEval questions, each with its answer span
+    assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in rows if r["start"] >= 0)
+    # an answer-removed paragraph: "no answer", and none of the question's gold answers left in it
+    golds = {q["question"]: q["answers"] for q in rd.read_jsonl(TRAIN / "squad2" / "qa.jsonl") if q["title"] in held}
+    removed = [r for r in rows if r["start"] < 0 and r["question"] in golds and golds[r["question"]]
+               and r["context"] not in {s["context"] for s in squad}]
+    assert removed and all(not any(a.lower() in r["context"].lower() for a in golds[r["question"]]) for r in removed)
+    assert len(rows) > len(squad)
+
+
+@pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
+def test_the_reader_averages_its_members_logits(tmp_path):
+    """Two copies of one member read exactly as that member alone; the shipped pair differs from
+    its first member alone (both members load and count)."""
+    import shutil
+
+    first = tmp_path / "one"
+    first.mkdir()
+    shutil.copy(rd.trained_path() / rd.WEIGHTS, first / rd.WEIGHTS)
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for name in rd.MEMBERS:
+        shutil.copy(rd.trained_path() / rd.WEIGHTS, twice / name)
+    q, passages = "Who designed the Harbor Point Lighthouse?", [TEA, LIGHTHOUSE]
+    one, two = rd.Reader(first, threads=1), rd.Reader(twice, threads=1)
+    assert len(one.load()) == 1 and len(two.load()) == len(rd.MEMBERS) == 2
+    a, b = one.read(q, passages)[0], two.read(q, passages)[0]
+    assert (a.text, a.passage) == (b.text, b.passage) and a.margin == pytest.approx(b.margin, abs=1e-4)
+    shipped = rd.Reader(threads=1)
+    if len(shipped.load()) == 2:
+        assert shipped.read(q, passages)[0].margin != pytest.approx(a.margin, abs=1e-3)
