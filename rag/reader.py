@@ -119,8 +119,10 @@ class Reader:
 
     name = "extractive-reader:all-MiniLM-L6-v2"  # Answer.model of the answers it gives
 
-    def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16):
+    def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16,
+                 members: tuple[str, ...] = tuple(MEMBERS)):
         self.model_dir = Path(model_dir or trained_path())
+        self.members = members  # weights files to average, those present (a subset: to compare)
         self.threads = threads
         self.batch = batch
         self._models = None
@@ -133,7 +135,7 @@ class Reader:
 
     def load(self) -> list:
         if self._models is None:
-            files = [self.model_dir / f for f in MEMBERS if (self.model_dir / f).exists()]
+            files = [self.model_dir / f for f in self.members if (self.model_dir / f).exists()]
             if not files:
                 raise ModelError(f"no trained reader in {self.model_dir}; train it with `rag train reader`")
             import torch

@@ -189,6 +189,7 @@ def test_the_reader_averages_its_members_logits(tmp_path):
     assert len(one.load()) == 1 and len(two.load()) == len(rd.MEMBERS) == 2
     a, b = one.read(q, passages)[0], two.read(q, passages)[0]
     assert (a.text, a.passage) == (b.text, b.passage) and a.margin == pytest.approx(b.margin, abs=1e-4)
-    shipped = rd.Reader(threads=1)
+    shipped, alone = rd.Reader(threads=1), rd.Reader(threads=1, members=(rd.WEIGHTS,))  # a subset, to compare
+    assert len(alone.load()) == 1 and alone.read(q, passages)[0].margin == pytest.approx(a.margin, abs=1e-4)
     if len(shipped.load()) == 2:
         assert shipped.read(q, passages)[0].margin != pytest.approx(a.margin, abs=1e-3)
