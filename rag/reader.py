@@ -15,8 +15,8 @@ the [CLS] position's; the margin is best span - its window's no-answer score.
 Two readers, one answer: the shipped reader is an ensemble of two MiniLM readers (MEMBERS)
 whose start/end logits are averaged before the span search, one trained on SQuAD alone and one
 also on HaluEval multi-hop rows and answer-removed paragraphs. Either alone gates worse: on the
-three held-out train articles, at <= 10% of unanswerable questions answered, F1 0.168 (SQuAD
-member) and 0.203 (multi-hop member) against 0.224 together (docs/results.md, session 8)."""
+three held-out train articles, at <= 8% of unanswerable questions answered, F1 0.151 (SQuAD
+member) and 0.175 (multi-hop member) against 0.186 together (docs/results.md, session 8)."""
 
 from __future__ import annotations
 
