@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,18 @@ def test_the_multihop_members_data_adds_halueval_rows_and_answer_removed_paragra
                and r["context"] not in {s["context"] for s in squad}]
     assert removed and all(not any(a.lower() in r["context"].lower() for a in golds[r["question"]]) for r in removed)
     assert len(rows) > len(squad)
+    # HaluEval's multi-hop rows alone (no SQuAD article): each with its answer, most also without it
+    multi = rd.examples(TRAIN, set(), halueval=40)
+    spans = [r for r in multi if r["start"] >= 0]
+    assert len(spans) == 40 and 20 < len(multi) - 40 <= 40
+    assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in spans)
+    assert not any(re.search(r"[a-z][.!?][A-Z]", r["context"]) for r in multi)  # paragraphs re-spaced
+
+
+def test_without_answer_removes_the_sentences_that_hold_it():
+    rest = rd.without_answer(LIGHTHOUSE, ["Margaret Ellison"])
+    assert rest == "The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay."
+    assert rd.without_answer("Only Margaret Ellison is named here.", ["margaret ellison"]) is None
 
 
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
