@@ -160,28 +160,39 @@ class Reader:
         """Each passage's best span (its windows compared), highest score first."""
         if not passages:
             return []
+        enc, logits = self.logits(question, passages)
+        return spans(enc, *np.mean(logits, axis=0), passages)
+
+    def logits(self, question: str, passages: list[str]) -> tuple:
+        """The question's token windows over the passages and, per member, its (start, end)
+        logits over them (averaged by read; kept apart to compare members)."""
         import torch
 
         models = self.load()
         enc = encode(self._tok, [question] * len(passages), passages, padding=True)
-        start, end = [], []
+        per_model = [([], []) for _ in models]
         with torch.inference_mode():
             for i in range(0, len(enc["input_ids"]), self.batch):
                 batch = {k: torch.tensor(enc[k][i:i + self.batch]) for k in ("input_ids", "attention_mask", "token_type_ids")}
-                outs = [m(**batch) for m in models]
-                start.append(np.mean([o.start_logits.float().numpy() for o in outs], axis=0))
-                end.append(np.mean([o.end_logits.float().numpy() for o in outs], axis=0))
-        start, end = np.concatenate(start), np.concatenate(end)
-        best: dict[int, Span] = {}
-        for w in range(len(start)):
-            span = _best_span(start[w], end[w], enc.sequence_ids(w), enc["offset_mapping"][w])
-            if span is None:
-                continue
-            s, e, score = span
-            p = enc["overflow_to_sample_mapping"][w]
-            if p not in best or score > best[p].score:
-                best[p] = Span(p, passages[p][s:e], s, e, score, float(start[w][0] + end[w][0]))
-        return sorted(best.values(), key=lambda sp: -sp.score)
+                for (start, end), m in zip(per_model, models):
+                    out = m(**batch)
+                    start.append(out.start_logits.float().numpy())
+                    end.append(out.end_logits.float().numpy())
+        return enc, np.array([(np.concatenate(start), np.concatenate(end)) for start, end in per_model])
+
+
+def spans(enc, start: np.ndarray, end: np.ndarray, passages: list[str]) -> list[Span]:
+    """Each passage's best span from (start, end) logits over enc's windows, highest score first."""
+    best: dict[int, Span] = {}
+    for w in range(len(start)):
+        span = _best_span(start[w], end[w], enc.sequence_ids(w), enc["offset_mapping"][w])
+        if span is None:
+            continue
+        s, e, score = span
+        p = enc["overflow_to_sample_mapping"][w]
+        if p not in best or score > best[p].score:
+            best[p] = Span(p, passages[p][s:e], s, e, score, float(start[w][0] + end[w][0]))
+    return sorted(best.values(), key=lambda sp: -sp.score)
 
 
 def _best_span(start: np.ndarray, end: np.ndarray, seq_ids, offsets) -> tuple[int, int, float] | None:
