@@ -164,8 +164,9 @@ class Reader:
         return spans(enc, *np.mean(logits, axis=0), passages)
 
     def logits(self, question: str, passages: list[str]) -> tuple:
-        """The question's token windows over the passages and, per member, its (start, end)
-        logits over them (averaged by read; kept apart to compare members)."""
+        """The question's token windows over the passages (the tokenizer's encoding) and an
+        array (members, 2, windows, tokens) of each member's start and end logits; read()
+        averages them, scripts/compare_reader_members.py averages subsets."""
         import torch
 
         models = self.load()

@@ -206,3 +206,7 @@ def test_the_reader_averages_its_members_logits(tmp_path):
     assert len(alone.load()) == 1 and alone.read(q, passages)[0].margin == pytest.approx(a.margin, abs=1e-4)
     if len(shipped.load()) == 2:
         assert shipped.read(q, passages)[0].margin != pytest.approx(a.margin, abs=1e-3)
+        # per-member logits, averaged by hand, decode to what read() gives (the comparison script's path)
+        enc, logits = shipped.logits(q, passages)
+        assert logits.shape[:2] == (2, 2) and not np.allclose(logits[0], logits[1])
+        assert rd.spans(enc, *logits.mean(axis=0), passages) == shipped.read(q, passages)
