@@ -1,6 +1,7 @@
 """Which readers to average: every non-empty subset of the reader weights in a folder, on the
 same passages, with answer-all F1, AUROC of P(answerable) and F1 at the lowest threshold that
-answers at most 10% of the unanswerable questions (no judge), for
+answers at most 10% of the unanswerable questions (no judge), and the share of each article's
+unanswerable questions answered at P(answerable) 0.5, for
 - held: the three held-out train articles, top-k of the pipeline's retrieval of the train corpus
   (the index `rag train reader --index-dir INDEX` builds for its report), and
 - dev: dev squad2, top-k passages of a finished `rag eval qa` run (its records keep the ids).
@@ -48,7 +49,7 @@ def held_out() -> list[dict]:
     _, held = rd.split_articles(TRAIN)
     svc = RagService(Settings().model_copy(update={"data_dir": args.index}))
     texts = corpus(TRAIN / "squad2" / "corpus.jsonl")
-    return [{**q, "passages": passages([h.chunk for h in svc.rank(q["question"], "train-squad2", args.k)], texts)}
+    return [{**q, "article": q["title"], "passages": passages([h.chunk for h in svc.rank(q["question"], "train-squad2", args.k)], texts)}
             for q in rd.read_jsonl(TRAIN / "squad2" / "qa.jsonl") if q["title"] in held]
 
 
@@ -56,11 +57,12 @@ def dev() -> list[dict]:
     store = Store(Settings().db_url)
     texts = corpus(Path("../shared/data/dev/squad2/corpus.jsonl"))
     rows = []
-    for line in open(args.run / "records.jsonl"):
+    for line in (args.run / "records.jsonl").read_text().splitlines():
         r = json.loads(line)
         ids = r["outputs"]["trace"]["retrieved"][:args.k]
         chunks = store.chunks("eval-squad2", ids)
-        rows.append({**r["inputs"], "passages": passages([chunks[i] for i in ids if i in chunks], texts)})
+        rows.append({**r["inputs"], "article": r["inputs"]["gold_docs"][0].split("/")[1],
+                     "passages": passages([chunks[i] for i in ids if i in chunks], texts)})
     return rows
 
 
@@ -79,6 +81,7 @@ def read_all(q: dict):
 result = {}
 for split, questions in (("held", held_out()), ("dev", dev())):
     y = np.array([q["answerable"] for q in questions])
+    arts = np.array([q["article"] for q in questions])
     cached = [read_all(q) for q in questions]
     for r in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), r):
@@ -89,7 +92,7 @@ for split, questions in (("held", held_out()), ("dev", dev())):
                 F.append(f1_score(best[0].text, q["answers"]) if best and q["answerable"] else 0.0)
             P, F = np.array(P), np.array(F)
 
-            def at(t: float) -> tuple[float, float]:
+            def at(t: float, P=P, F=F, y=y) -> tuple[float, float]:  # this subset's arrays, bound now
                 answered = P >= t
                 return round(float(answered[~y].mean()), 3), round(float((F * answered)[y].mean()), 4)
 
@@ -97,6 +100,8 @@ for split, questions in (("held", held_out()), ("dev", dev())):
             name = " + ".join(members[i] for i in subset)
             result.setdefault(split, {})[name] = {
                 "auroc": round(float(roc_auc_score(y, P)), 4), "f1_all": round(float(F[y].mean()), 4),
-                "at_0.5": at(0.5), "at_10pct": {"threshold": round(float(t10), 3), "unanswerable": at(t10)[0], "f1": at(t10)[1]}}
+                "at_0.5": at(0.5), "unanswerable_answered_at_0.5_by_article": {
+                    str(a): round(float((P >= 0.5)[~y & (arts == a)].mean()), 3) for a in sorted(set(arts[~y]))},
+                "at_10pct": {"threshold": round(float(t10), 3), "unanswerable": at(t10)[0], "f1": at(t10)[1]}}
             print(split, name, result[split][name], flush=True)
 print(json.dumps(result, indent=1))
