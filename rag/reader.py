@@ -196,6 +196,24 @@ def spans(enc, start: np.ndarray, end: np.ndarray, passages: list[str]) -> list[
     return sorted(best.values(), key=lambda sp: -sp.score)
 
 
+def unmatched_names(question: str, passage: str, span: Span, window: int = 1) -> list[str]:
+    """Names and numbers of the question (rag.verify.facts, past its first word, which is
+    capitalised anyway) that are missing from the span's sentence and `window` sentences on
+    either side. Why: SQuAD 2.0's commonest unanswerable questions swap an entity ("When was
+    the Royal University of Prussia established?" over a sentence about Warsaw's), and a
+    six-layer reader still answers them confidently; one sentence either side keeps answers
+    whose sentence refers back by pronoun ("It was designed by ...")."""
+    from rag.entities import sentences
+    from rag.verify import missing_facts
+
+    bounds = sentences(passage)
+    first = next((i for i, (_, b) in enumerate(bounds) if b > span.start), len(bounds) - 1)
+    last = next((i for i, (_, b) in enumerate(bounds) if b >= span.end), len(bounds) - 1)
+    near = passage[bounds[max(0, first - window)][0]:bounds[min(len(bounds) - 1, last + window)][1]]
+    rest = question.split(maxsplit=1)[1] if len(question.split()) > 1 else ""
+    return missing_facts(rest, [near]) if rest else []
+
+
 def _best_span(start: np.ndarray, end: np.ndarray, seq_ids, offsets) -> tuple[int, int, float] | None:
     """(char start, char end, score) of the best span inside the passage part of one window."""
     ctx = [i for i, s in enumerate(seq_ids) if s == 1]

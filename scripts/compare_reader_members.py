@@ -7,7 +7,9 @@ unanswerable questions answered at P(answerable) 0.5, for
 - dev: dev squad2, top-k passages of a finished `rag eval qa` run (its records keep the ids).
 Each member's logits are computed once per question and subsets averaged from them, as
 rag.reader.Reader.read averages its members. --parents reads each hit's whole source paragraph
-instead of its chunk (the reader was trained on whole SQuAD paragraphs).
+instead of its chunk (the reader was trained on whole SQuAD paragraphs). `entity_check_N`: the
+same, with a span withheld when a name or number of the question is missing from the span's
+sentence and N sentences either side (rag.reader.unmatched_names; the pipeline uses N = 1).
 Usage: python scripts/compare_reader_members.py FOLDER --index INDEX --run OUT [--k 4] [--parents]
 (FOLDER: *.safetensors reader weights; INDEX: a data dir holding collection train-squad2; OUT: a
 squad2 run whose data dir is RAG_DATA_DIR)."""
@@ -85,11 +87,13 @@ for split, questions in (("held", held_out()), ("dev", dev())):
     cached = [read_all(q) for q in questions]
     for r in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), r):
-            P, F = [], []
+            P, F, missing = [], [], {0: [], 1: []}
             for q, c in zip(questions, cached):
                 best = rd.spans(c[0], *c[1][list(subset)].mean(axis=0), q["passages"])[:1] if c else []
                 P.append(rd.answerability(best[0] if best else None))
                 F.append(f1_score(best[0].text, q["answers"]) if best and q["answerable"] else 0.0)
+                for window, counts in missing.items():
+                    counts.append(len(rd.unmatched_names(q["question"], q["passages"][best[0].passage], best[0], window)) if best else 0)
             P, F = np.array(P), np.array(F)
 
             def at(t: float, P=P, F=F, y=y) -> tuple[float, float]:  # this subset's arrays, bound now
@@ -103,5 +107,11 @@ for split, questions in (("held", held_out()), ("dev", dev())):
                 "at_0.5": at(0.5), "unanswerable_answered_at_0.5_by_article": {
                     str(a): round(float((P >= 0.5)[~y & (arts == a)].mean()), 3) for a in sorted(set(arts[~y]))},
                 "at_10pct": {"threshold": round(float(t10), 3), "unanswerable": at(t10)[0], "f1": at(t10)[1]}}
+            for window, counts in missing.items():
+                checked = np.where(np.array(counts) > 0, 0.0, P)
+                c10 = next(t for t in sorted(set(checked)) if at(t, checked)[0] <= 0.10)
+                result[split][name][f"entity_check_{window}"] = {
+                    "at_0.5": at(0.5, checked), "at_10pct": {"threshold": round(float(c10), 3), "unanswerable": at(c10, checked)[0],
+                                                             "f1": at(c10, checked)[1]}}
             print(split, name, result[split][name], flush=True)
 print(json.dumps(result, indent=1))

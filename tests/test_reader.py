@@ -210,3 +210,21 @@ def test_the_reader_averages_its_members_logits(tmp_path):
         enc, logits = shipped.logits(q, passages)
         assert logits.shape[:2] == (2, 2) and not np.allclose(logits[0], logits[1])
         assert rd.spans(enc, *logits.mean(axis=0), passages) == shipped.read(q, passages)
+
+
+def test_unmatched_names_finds_the_questions_names_missing_near_the_span():
+    at = LIGHTHOUSE.index("Margaret")
+    span = rd.Span(0, "Margaret Ellison", at, at + 16, 1.0, 0.0)
+    # the answer's sentence says "It": the name is one sentence back, which counts
+    assert rd.unmatched_names("Who designed the Harbor Point Lighthouse?", LIGHTHOUSE, span) == []
+    assert rd.unmatched_names("Who designed the Harbor Point Lighthouse?", LIGHTHOUSE, span, window=0) == ["Harbor", "Point", "Lighthouse"]
+    # an entity swap, and a number the passage does not hold
+    assert rd.unmatched_names("Who designed the Fort Wayne Lighthouse in 1875?", LIGHTHOUSE, span) == ["1875", "Fort", "Wayne"]
+    assert rd.unmatched_names("Who?", LIGHTHOUSE, span) == []
+
+
+def test_a_confident_span_for_a_question_naming_what_its_passage_does_not_goes_to_the_decoder(sample_service):
+    stub = _with_reader(sample_service, 4.0)
+    a = sample_service.ask("Who designed the Harbor Point Lighthouse of Fort Wayne?", "default")
+    assert stub.calls == 1 and a.model != rd.Reader.name
+    assert a.trace["reader"]["unmatched"] == ["Fort", "Wayne"] and a.trace["reader"]["answerability"] > 0.9
