@@ -210,8 +210,7 @@ def unmatched_names(question: str, passage: str, span: Span, window: int = 1) ->
     first = next((i for i, (_, b) in enumerate(bounds) if b > span.start), len(bounds) - 1)
     last = next((i for i, (_, b) in enumerate(bounds) if b >= span.end), len(bounds) - 1)
     near = passage[bounds[max(0, first - window)][0]:bounds[min(len(bounds) - 1, last + window)][1]]
-    rest = question.split(maxsplit=1)[1] if len(question.split()) > 1 else ""
-    return missing_facts(rest, [near]) if rest else []
+    return missing_facts(" ".join(question.split(maxsplit=1)[1:]), [near])  # no words after the first: nothing to miss
 
 
 def _best_span(start: np.ndarray, end: np.ndarray, seq_ids, offsets) -> tuple[int, int, float] | None:
