@@ -178,8 +178,10 @@ class GraphRetriever:
             reason += (f": graph candidates only below the first {protect} hybrid passages, to keep "
                        "precision at the top" if protect else ": hybrid ranking only, to keep precision")
         use = routed or protect > 0
-        self.trace = {"graph": {"used": use, "reason": reason, "protected_head": protect if use else None,
-                                "linked": [lk.surface for lk in links]}}
+        # "routed": the router read a multi-hop or entity-centred question (the reader's names
+        # check then accepts names found in any passage read, rag.reader.Reader.reading)
+        self.trace = {"graph": {"used": use, "routed": routed, "reason": reason,
+                                "protected_head": protect if use else None, "linked": [lk.surface for lk in links]}}
         if not use:
             return self._hits(plain[:k], "fused")
 

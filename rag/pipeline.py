@@ -16,7 +16,6 @@ from rag.embed import Embedder, make_embedder
 from rag.errors import InputError
 from rag.generate import Generator, HFGenerator, ScriptedGenerator
 from rag.prompt import abstain_message, build_messages, is_abstention, parse_citations, strip_markers
-from rag.reader import answerability, unmatched_names
 from rag.retrieve import HybridRetriever
 from rag.store import Store
 from rag.text import is_korean, tokenize
@@ -212,15 +211,14 @@ class RagService:
         0.567 vs 0.467) and needs no decoding; questions that need several passages read
         together (HotpotQA) get low margins and go on to the decoder (docs/results.md).
         A span whose sentence (one either side) lacks a name or number of the question goes to
-        the decoder too (rag.reader.unmatched_names: SQuAD 2.0's entity swaps)."""
-        spans = self.reader.read(question, [h.chunk.text for h in hits])
-        if not spans:
+        the decoder too (rag.reader.unmatched_names: SQuAD 2.0's entity swaps); for a question
+        the graph router called multi-hop, a name in another passage read counts as found."""
+        r = self.reader.reading(question, [h.chunk.text for h in hits], trace.get("graph", {}).get("routed", False))
+        if r.span is None:
             return None
-        best, p = spans[0], answerability(spans[0])
-        unmatched = unmatched_names(question, hits[best.passage].chunk.text, best)
-        trace["reader"] = {"span": best.text, "passage": best.passage + 1, "margin": round(best.margin, 4),
-                           "answerability": p, "unmatched": unmatched}
-        return best if p >= self.settings.reader_threshold and not unmatched else None
+        trace["reader"] = {"span": r.span.text, "passage": r.span.passage + 1, "margin": round(r.span.margin, 4),
+                           "answerability": r.answerability, "unmatched": r.unmatched}
+        return r.span if r.answers(self.settings.reader_threshold) else None
 
     def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
         """The reply the support probe finds best supported among the decoder's replies that

@@ -113,6 +113,22 @@ def answerability(span: Span | None) -> float:
     return 0.0 if span is None else logistic(span.margin)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The reader's best span over a question's passages (None: it found none), its
+    P(answerable) and the question's names missing near it (unmatched_names)."""
+    span: Span | None
+    answerability: float
+    unmatched: list[str]
+
+    def answers(self, threshold: float) -> bool:
+        """The reader answers (the decoder is not asked) when it prefers its span to "no
+        answer" by `threshold` (RAG_READER_THRESHOLD) and every name and number of the
+        question is near the span. The pipeline and the held-out report (`rag train reader`)
+        both decide here."""
+        return self.span is not None and self.answerability >= threshold and not self.unmatched
+
+
 class Reader:
     """Inference: the best span over a question's passages, with its no-answer margin, from the
     averaged logits of the members present in model_dir."""
@@ -163,6 +179,17 @@ class Reader:
         enc, logits = self.logits(question, passages)
         return spans(enc, *np.mean(logits, axis=0), passages)
 
+    def reading(self, question: str, passages: list[str], multi_hop: bool = False) -> Reading:
+        """The best span with what the gate decides on (Reading). multi_hop: the question may
+        name the entity of another passage (a bridge question), so the names check accepts a
+        name found in any of the passages."""
+        best = next(iter(self.read(question, passages)), None)
+        if best is None:
+            return Reading(None, answerability(None), [])
+        elsewhere = [t for i, t in enumerate(passages) if i != best.passage] if multi_hop else []
+        return Reading(best, answerability(best), unmatched_names(question, passages[best.passage], best,
+                                                                  elsewhere=elsewhere))
+
     def logits(self, question: str, passages: list[str]) -> tuple:
         """The question's token windows over the passages (the tokenizer's encoding) and an
         array (members, 2, windows, tokens) of each member's start and end logits; read()
@@ -196,13 +223,17 @@ def spans(enc, start: np.ndarray, end: np.ndarray, passages: list[str]) -> list[
     return sorted(best.values(), key=lambda sp: -sp.score)
 
 
-def unmatched_names(question: str, passage: str, span: Span, window: int = 1) -> list[str]:
+def unmatched_names(question: str, passage: str, span: Span, window: int = 1,
+                    elsewhere: list[str] | tuple = ()) -> list[str]:
     """Names and numbers of the question (rag.verify.facts, past its first word, which is
     capitalised anyway) that are missing from the span's sentence and `window` sentences on
-    either side. Why: SQuAD 2.0's commonest unanswerable questions swap an entity ("When was
-    the Royal University of Prussia established?" over a sentence about Warsaw's), and a
-    six-layer reader still answers them confidently; one sentence either side keeps answers
-    whose sentence refers back by pronoun ("It was designed by ...")."""
+    either side, and from the `elsewhere` passages. Why: SQuAD 2.0's commonest unanswerable
+    questions swap an entity ("When was the Royal University of Prussia established?" over a
+    sentence about Warsaw's), and a six-layer reader still answers them confidently; one
+    sentence either side keeps answers whose sentence refers back by pronoun ("It was designed
+    by ..."). A bridge question names the other passage's entity ("The director of the
+    romantic comedy "Big Stone Gap" is based in what New York city?"): Reader.reading passes
+    the other passages as `elsewhere` for the questions the graph router calls multi-hop."""
     from rag.entities import sentences
     from rag.verify import missing_facts
 
@@ -210,7 +241,7 @@ def unmatched_names(question: str, passage: str, span: Span, window: int = 1) ->
     first = next((i for i, (_, b) in enumerate(bounds) if b > span.start), len(bounds) - 1)
     last = next((i for i, (_, b) in enumerate(bounds) if b >= span.end), len(bounds) - 1)
     near = passage[bounds[max(0, first - window)][0]:bounds[min(len(bounds) - 1, last + window)][1]]
-    return missing_facts(" ".join(question.split(maxsplit=1)[1:]), [near])  # no words after the first: nothing to miss
+    return missing_facts(" ".join(question.split(maxsplit=1)[1:]), [near, *elsewhere])  # no words after the first: nothing to miss
 
 
 def _best_span(start: np.ndarray, end: np.ndarray, seq_ids, offsets) -> tuple[int, int, float] | None:
@@ -254,11 +285,11 @@ def without_answer(text: str, answers: list[str]) -> str | None:
     """The text minus each sentence that holds an answer, or None when nothing answer-free is
     left: the passage that is about the question but does not answer it, which retrieval
     hands the reader all the time (a hard "no answer" example)."""
-    from ingest.chunk import sentence_spans  # here: `import rag` must not pull ingest in
+    from rag.entities import sentences
 
     low = [a.lower() for a in answers if a]
-    keep = [text[s:e] for s, e in sentence_spans(text) if not any(a in text[s:e].lower() for a in low)]
-    rest = "".join(keep).strip()
+    keep = [text[s:e] for s, e in sentences(text) if not any(a in text[s:e].lower() for a in low)]
+    rest = " ".join(keep).strip()
     return rest if rest and not any(a in rest.lower() for a in low) else None
 
 

@@ -126,8 +126,8 @@ def cmd_train_support(args) -> int:
 def cmd_train_reader(args) -> int:
     """Fine-tune the extractive reader's members (rag.reader.MEMBERS) on the SQuAD 2.0 train articles, then
     report how it gates three held-out articles read through the pipeline's own retrieval of
-    the train corpus (answer-all F1, AUROC, the threshold meeting --target), and fit there the
-    judge's threshold for the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report
+    the train corpus (answer-all F1, AUROC, the threshold meeting --target; the reader answers
+    as in the pipeline, rag.reader.Reading.answers), and fit there the judge's threshold for the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report
     goes to held_out.json beside the weights. The shipped RAG_READER_THRESHOLD stays the
     reader's own boundary, 0.5 (docs/results.md says why)."""
     import numpy as np
@@ -160,25 +160,27 @@ def cmd_train_reader(args) -> int:
     if report.errors:
         raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
     reader = rd.Reader(out, threads=args.threads)
-    scores, labels, f1s, judged = [], [], [], []
+    scores, unmatched, labels, f1s, judged = [], [], [], [], []
     for q in tqdm([q for q in rd.read_jsonl(squad / "qa.jsonl") if q["title"] in held_out], desc="held-out questions"):
-        hits = svc.rank(q["question"], "train-squad2", settings.top_k)
-        spans = reader.read(q["question"], [h.chunk.text for h in hits])
-        p = rd.answerability(spans[0] if spans else None)
-        scores.append(p)
+        route: dict = {}
+        hits = svc.rank(q["question"], "train-squad2", settings.top_k, route)
+        r = reader.reading(q["question"], [h.chunk.text for h in hits], route.get("graph", {}).get("routed", False))
+        scores.append(r.answerability)
+        unmatched.append(bool(r.unmatched))
         labels.append(q["answerable"])
-        f1s.append(f1_score(spans[0].text, q["answers"]) if spans and q["answerable"] else 0.0)
+        f1s.append(f1_score(r.span.text, q["answers"]) if r.span and q["answerable"] else 0.0)
         # what the pipeline's judge says of the spans the reader would answer with
-        judged.append(svc.verifier.verify(q["question"], spans[0].cited, (), hits,
-                                          0.0).min_score if p >= settings.reader_threshold else -1.0)
-    s, y, f, j = np.array(scores), np.array(labels), np.array(f1s), np.array(judged)
+        judged.append(svc.verifier.verify(q["question"], r.span.cited, (), hits, 0.0).min_score
+                      if r.answers(settings.reader_threshold) else -1.0)
+    s, u, y, f, j = np.array(scores), np.array(unmatched), np.array(labels), np.array(f1s), np.array(judged)
+    c = np.where(u, -1.0, s)  # what the gate compares with a threshold: the names check withholds at any
     # The judge's bar for the reader's spans: the one that maximises SQuAD 2.0 F1 over the
     # spans it would pass (as the official script's best_f1_thresh). The support probe was
     # trained on the decoder's replies; its own 0.5 withheld many right spans.
     judge_t = best_f1_threshold(list(j), list(y), list(f))
 
     def at(t: float, jt: float = 0.0) -> dict:
-        ans = (s >= t) & (j >= jt if jt > 0 else True)
+        ans = (c >= t) & (j >= jt if jt > 0 else True)
         return {"threshold": round(t, 4), "judge_threshold": round(jt, 4),
                 "answered_unanswerable_rate": round(float(ans[~y].mean()), 4),
                 "answered_answerable_rate": round(float(ans[y].mean()), 4),
@@ -186,8 +188,9 @@ def cmd_train_reader(args) -> int:
 
     result = {"held_out_articles": sorted(held_out), "questions": len(y), "answerable": int(y.sum()),
               "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
+              "names_unmatched": {"answerable": round(float(u[y].mean()), 4), "unanswerable": round(float(u[~y].mean()), 4)},
               "at_reader_threshold": at(settings.reader_threshold), "target": args.target,
-              "at_target": at(fit_threshold(scores, labels, args.target)),
+              "at_target": at(fit_threshold(list(c), labels, args.target)),
               "judge": svc.verifier.name, "judge_threshold": round(float(judge_t), 4),
               "at_reader_and_judge_thresholds": at(settings.reader_threshold, judge_t),
               "at_reader_threshold_judge_0.5": at(settings.reader_threshold, 0.5)}

@@ -138,6 +138,7 @@ def test_router_keeps_single_hop_questions_on_hybrid(service, tmp_path):
     assert head == service.settings.top_k  # the decoder's context is exactly the hybrid one
     assert [h.chunk.id for h in got[:head]] == [h.chunk.id for h in base[:head]]
     assert f"below the first {head} hybrid passages" in routed.trace["graph"]["reason"]
+    assert routed.trace["graph"]["routed"] is False  # what the reader's names check reads
     routed.head = 0
     assert [h.chunk.id for h in routed.retrieve(single, 5)] == [h.chunk.id for h in base]
     assert "hybrid ranking only" in routed.trace["graph"]["reason"]
@@ -154,7 +155,7 @@ def test_graph_expansion_reaches_the_bridge_passage(service, tmp_path):
     hybrid = service.retriever("kg", "hybrid").retrieve(q, 3)
     assert not author & {h.chunk.id for h in hybrid}  # the hop the graph adds
     answer = service.ask(q, "kg")
-    assert answer.trace["graph"]["used"] is True and answer.trace["graph"]["reason"]
+    assert answer.trace["graph"]["used"] is True and answer.trace["graph"]["routed"] is True
 
 
 def test_cli_graph_stats_and_show(service, tmp_path, monkeypatch, capsys):

@@ -66,12 +66,11 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
 
 
-class _StubReader:
-    """Stands in for rag.reader.Reader: finds "Margaret Ellison" where a passage names her, with a fixed margin."""
+class _StubReader(rd.Reader):
+    """Stands in for rag.reader.Reader's model: finds "Margaret Ellison" where a passage names
+    her, with a fixed margin (the gate, Reader.reading, is the real one)."""
 
-    name = rd.Reader.name
-
-    def __init__(self, margin: float, judge_threshold: float | None = None):
+    def __init__(self, margin: float, judge_threshold: float | None = None):  # no weights to load
         self.margin, self.calls, self.judge_threshold = margin, 0, judge_threshold
 
     def read(self, question, passages):
@@ -221,6 +220,23 @@ def test_unmatched_names_finds_the_questions_names_missing_near_the_span():
     # an entity swap, and a number the passage does not hold
     assert rd.unmatched_names("Who designed the Fort Wayne Lighthouse in 1875?", LIGHTHOUSE, span) == ["1875", "Fort", "Wayne"]
     assert rd.unmatched_names("Who?", LIGHTHOUSE, span) == []
+
+
+def test_a_multi_hop_question_may_name_the_entity_of_another_passage():
+    """Bridge questions name the other passage's entity: for them a name found in any passage
+    read counts; for single-hop ones only the span's neighbourhood does (entity swaps)."""
+    film = "Big Stone Gap is a 2014 romantic comedy film directed by Adriana Trigiani."
+    director = "Adriana Trigiani is an Italian American author based in Greenwich Village."
+    q = 'The director of the romantic comedy "Big Stone Gap" is based in what New York city?'
+    reader = _StubReader(4.0)
+    reader.read = lambda question, passages: [rd.Span(1, "Greenwich Village", passages[1].index("Greenwich"),
+                                                      passages[1].index("Greenwich") + 17, 4.0, 0.0)]
+    single, multi = reader.reading(q, [film, director]), reader.reading(q, [film, director], multi_hop=True)
+    assert single.unmatched == ["Big Stone Gap", "Big", "Stone", "Gap", "New", "York"] and not single.answers(0.5)
+    assert multi.unmatched == ["New", "York"] and not multi.answers(0.5)  # no passage names New York
+    assert reader.reading(q.replace(" New York", ""), [film, director], multi_hop=True).answers(0.5)
+    assert not reader.reading(q.replace(" New York", ""), [film, director], multi_hop=True).answers(0.99)
+    assert rd.Reading(None, 0.0, []).answers(0.0) is False
 
 
 def test_a_confident_span_for_a_question_naming_what_its_passage_does_not_goes_to_the_decoder(sample_service):
