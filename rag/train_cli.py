@@ -127,8 +127,9 @@ def cmd_train_reader(args) -> int:
     """Fine-tune the extractive reader's members (rag.reader.MEMBERS) on the SQuAD 2.0 train articles, then
     report how it gates three held-out articles read through the pipeline's own retrieval of
     the train corpus (answer-all F1, AUROC, the threshold meeting --target; the reader answers
-    as in the pipeline, rag.reader.Reading.answers), and fit there the judge's threshold for the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report
-    goes to held_out.json beside the weights. The shipped RAG_READER_THRESHOLD stays the
+    as in the pipeline, rag.reader.Reading.answers), and fit there the judge's threshold for
+    the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report goes to
+    held_out.json beside the weights. The shipped RAG_READER_THRESHOLD stays the
     reader's own boundary, 0.5 (docs/results.md says why)."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
