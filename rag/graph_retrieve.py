@@ -141,6 +141,12 @@ def route(question: str, links: list[Link]) -> Route:
     return Route(False, "entities without passages of their own and single-hop phrasing")
 
 
+def routed(trace: dict) -> bool:
+    """Whether the router read the question as multi-hop or entity-centred, from the trace
+    RagService.rank fills (False when no graph retriever ran)."""
+    return bool(trace.get("graph", {}).get("routed", False))
+
+
 @dataclass
 class GraphRetriever:
     hybrid: HybridRetriever
@@ -178,8 +184,8 @@ class GraphRetriever:
             reason += (f": graph candidates only below the first {protect} hybrid passages, to keep "
                        "precision at the top" if protect else ": hybrid ranking only, to keep precision")
         use = routed or protect > 0
-        # "routed": the router read a multi-hop or entity-centred question (the reader's names
-        # check then accepts names found in any passage read, rag.reader.Reader.reading)
+        # "routed" (read by routed()): the router read a multi-hop or entity-centred question; the
+        # reader's names check then accepts names found in any passage read (rag.reader.Reader.reading)
         self.trace = {"graph": {"used": use, "routed": routed, "reason": reason,
                                 "protected_head": protect if use else None, "linked": [lk.surface for lk in links]}}
         if not use:

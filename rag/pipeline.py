@@ -213,7 +213,9 @@ class RagService:
         A span whose sentence (one either side) lacks a name or number of the question goes to
         the decoder too (rag.reader.unmatched_names: SQuAD 2.0's entity swaps); for a question
         the graph router called multi-hop, a name in another passage read counts as found."""
-        r = self.reader.reading(question, [h.chunk.text for h in hits], trace.get("graph", {}).get("routed", False))
+        from rag.graph_retrieve import routed
+
+        r = self.reader.reading(question, [h.chunk.text for h in hits], routed(trace))
         if r.span is None:
             return None
         trace["reader"] = {"span": r.span.text, "passage": r.span.passage + 1, "margin": round(r.span.margin, 4),

@@ -140,6 +140,7 @@ def cmd_train_reader(args) -> int:
     from rag import reader as rd
     from rag.calibrate import best_f1_threshold, fit_threshold
     from rag.config import Settings
+    from rag.graph_retrieve import routed
     from rag.pipeline import RagService
 
     work = args.work or Path("var") / "train" / "reader"
@@ -165,7 +166,7 @@ def cmd_train_reader(args) -> int:
     for q in tqdm([q for q in rd.read_jsonl(squad / "qa.jsonl") if q["title"] in held_out], desc="held-out questions"):
         route: dict = {}
         hits = svc.rank(q["question"], "train-squad2", settings.top_k, route)
-        r = reader.reading(q["question"], [h.chunk.text for h in hits], route.get("graph", {}).get("routed", False))
+        r = reader.reading(q["question"], [h.chunk.text for h in hits], routed(route))
         scores.append(r.answerability)
         unmatched.append(bool(r.unmatched))
         labels.append(q["answerable"])

@@ -6,7 +6,7 @@ import json
 
 from ingest.build import delete_documents, ingest_paths
 from rag.graph import Facts, KnowledgeGraph
-from rag.graph_retrieve import link, route
+from rag.graph_retrieve import link, route, routed
 from rag.types import Triple
 
 DOCS = [
@@ -156,6 +156,7 @@ def test_graph_expansion_reaches_the_bridge_passage(service, tmp_path):
     assert not author & {h.chunk.id for h in hybrid}  # the hop the graph adds
     answer = service.ask(q, "kg")
     assert answer.trace["graph"]["used"] is True and answer.trace["graph"]["routed"] is True
+    assert routed(answer.trace) and not routed({})  # what the reader's names check reads
 
 
 def test_cli_graph_stats_and_show(service, tmp_path, monkeypatch, capsys):
