@@ -121,12 +121,19 @@ class Reading:
     answerability: float
     unmatched: list[str]
 
+    @property
+    def gate(self) -> float:
+        """What the gate compares with RAG_READER_THRESHOLD: P(answerable), or -1 (below any
+        threshold) when there is no span or a name or number of the question is not near it.
+        The held-out report fits thresholds on it."""
+        return self.answerability if self.span is not None and not self.unmatched else -1.0
+
     def answers(self, threshold: float) -> bool:
         """The reader answers (the decoder is not asked) when it prefers its span to "no
         answer" by `threshold` (RAG_READER_THRESHOLD) and every name and number of the
         question is near the span. The pipeline and the held-out report (`rag train reader`)
         both decide here."""
-        return self.span is not None and self.answerability >= threshold and not self.unmatched
+        return self.gate >= threshold
 
 
 class Reader:

@@ -162,20 +162,21 @@ def cmd_train_reader(args) -> int:
     if report.errors:
         raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
     reader = rd.Reader(out, threads=args.threads)
-    scores, unmatched, labels, f1s, judged = [], [], [], [], []
+    scores, gates, unmatched, labels, f1s, judged = [], [], [], [], [], []
     for q in tqdm([q for q in rd.read_jsonl(squad / "qa.jsonl") if q["title"] in held_out], desc="held-out questions"):
         route: dict = {}
         hits = svc.rank(q["question"], "train-squad2", settings.top_k, route)
         r = reader.reading(q["question"], [h.chunk.text for h in hits], routed(route))
         scores.append(r.answerability)
+        gates.append(r.gate)
         unmatched.append(bool(r.unmatched))
         labels.append(q["answerable"])
         f1s.append(f1_score(r.span.text, q["answers"]) if r.span and q["answerable"] else 0.0)
         # what the pipeline's judge says of the spans the reader would answer with
         judged.append(svc.verifier.verify(q["question"], r.span.cited, (), hits, 0.0).min_score
                       if r.answers(settings.reader_threshold) else -1.0)
-    s, u, y, f, j = np.array(scores), np.array(unmatched), np.array(labels), np.array(f1s), np.array(judged)
-    c = np.where(u, -1.0, s)  # what the gate compares with a threshold: the names check withholds at any
+    s, c, u = np.array(scores), np.array(gates), np.array(unmatched)
+    y, f, j = np.array(labels), np.array(f1s), np.array(judged)
     # The judge's bar for the reader's spans: the one that maximises SQuAD 2.0 F1 over the
     # spans it would pass (as the official script's best_f1_thresh). The support probe was
     # trained on the decoder's replies; its own 0.5 withheld many right spans.

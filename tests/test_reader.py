@@ -237,6 +237,8 @@ def test_a_multi_hop_question_may_name_the_entity_of_another_passage():
     assert reader.reading(q.replace(" New York", ""), [film, director], multi_hop=True).answers(0.5)
     assert not reader.reading(q.replace(" New York", ""), [film, director], multi_hop=True).answers(0.99)
     assert rd.Reading(None, 0.0, []).answers(0.0) is False
+    # the held-out report fits thresholds on the same score: -1 where the gate never answers
+    assert single.gate == -1.0 and rd.Reading(None, 0.0, []).gate == -1.0
 
 
 def test_a_confident_span_for_a_question_naming_what_its_passage_does_not_goes_to_the_decoder(sample_service):
