@@ -165,9 +165,12 @@ def member_base(model_dir: Path, members) -> str:
     return bases.pop() if bases else "minilm"
 
 
+MODEL_PREFIX = "extractive-reader:"  # Answer.model of any reader's answers starts with it
+
+
 def model_name(base: str) -> str:
-    """Answer.model of the reader's answers: "extractive-reader:" and its encoder."""
-    return f"extractive-reader:{BASES[base].split(' ')[0]}"
+    """Answer.model of the reader's answers: MODEL_PREFIX and its encoder."""
+    return MODEL_PREFIX + BASES[base].split(" ")[0]
 
 
 class Reader:

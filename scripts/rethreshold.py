@@ -14,6 +14,7 @@ import sys
 
 from evals import metrics as M
 from rag.prompt import strip_markers
+from rag.reader import MODEL_PREFIX
 
 recs = [json.loads(line) for line in open(sys.argv[1])]
 
@@ -34,7 +35,7 @@ def at(t, judge, reader_judge=None):
         p = tr.get("answerability")
         text = o["answer_plain"] if not o["abstained"] else (
             strip_markers(tr["withheld_answer"]) if "withheld_answer" in tr else None)
-        bar = reader_judge if reader_judge is not None and o.get("model", "").startswith("extractive-reader:") else judge
+        bar = reader_judge if reader_judge is not None and o.get("model", "").startswith(MODEL_PREFIX) else judge
         supported = all((v["score"] >= bar) if bar is not None else v["supported"] for v in o["verdicts"])
         given = text if text and (p is None or p >= t) and supported else None
         if inp["answerable"]:
