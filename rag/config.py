@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     # on held-out train articles (rag/models_trained/reader/held_out.json, `rag train reader`):
     # the support probe was trained on the decoder's replies and scores right spans lower.
     reader_judge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # True: a span the reader is unsure of (below reader_threshold) is still answered when the
+    # second reader (multilingual-e5-small, rag/models_trained/reader-e5) names the same answer
+    # with P(answerable) >= reader_confirm_threshold (None: its held-out value at 8% of
+    # unanswerable questions answered, held_out.json). Off by default: on dev squad2 it raises
+    # F1 0.402 -> 0.440 but answers 11 of 100 unanswerable questions instead of 8, past the
+    # product's bar of one in ten (docs/results.md, session 13).
+    reader_confirm: bool = False
+    reader_confirm_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # Calibrated abstention: answer only when the sufficiency score reaches this threshold.
     # None = the collection's fitted value (rag calibrate), else the shipped default.
     abstain_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

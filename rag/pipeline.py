@@ -104,6 +104,29 @@ class RagService:
             self._lazy["reader"] = reader
         return self._lazy["reader"]
 
+    @property
+    def second_reader(self):
+        """The reader of another encoder that may confirm the first one's unsure span
+        (rag.reader.confirms), or None: RAG_READER_CONFIRM off, or no weights shipped."""
+        if "second_reader" not in self._lazy:
+            second = None
+            if self.reader is not None and self.settings.reader_confirm and self.settings.backend != "fake":
+                from rag.reader import WEIGHTS, Reader, second_path
+
+                if (second_path() / WEIGHTS).exists():
+                    second = Reader(second_path(), threads=self.settings.threads, members=(WEIGHTS,))
+            self._lazy["second_reader"] = second
+        return self._lazy["second_reader"]
+
+    def second_opinion(self):
+        """The second reader and the P(answerable) at which it confirms (RAG_READER_CONFIRM_THRESHOLD,
+        else the value fitted with it; None, not fitted: it confirms nothing), or (None, None)."""
+        second = self.second_reader
+        if second is None:
+            return None, None
+        threshold = self.settings.reader_confirm_threshold
+        return second, (second.target_threshold if threshold is None else threshold)
+
     def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
         """Rerank the first `rerank_candidates` retrieved hits; the rest keep retrieval order."""
         n = self.settings.rerank_candidates
@@ -171,7 +194,6 @@ class RagService:
         t1 = time.perf_counter()
         span = self.read(question, hits, trace) if reader_first else None
         if span is not None:
-            trace["answerability"] = trace["reader"]["answerability"]
             model = self.reader.name  # who wrote the answer (the decoder still checks it)
             raw = span.cited
             timings["ttft_s"] = time.perf_counter() - t1
@@ -212,15 +234,27 @@ class RagService:
         together (HotpotQA) get low margins and go on to the decoder (docs/results.md).
         A span whose sentence (one either side) lacks a name or number of the question goes to
         the decoder too (rag.reader.unmatched_names: SQuAD 2.0's entity swaps); for a question
-        the graph router called multi-hop, a name in another passage read counts as found."""
+        the graph router called multi-hop, a name in another passage read counts as found.
+        An unsure span is still the answer when the second reader confirms it (rag.reader.confirms)."""
         from rag.graph_retrieve import routed
+        from rag.reader import decide
 
-        r = self.reader.reading(question, [h.chunk.text for h in hits], routed(trace))
+        second, confirm_threshold = self.second_opinion()
+        d = decide(self.reader, second, question, [h.chunk.text for h in hits], routed(trace),
+                   self.settings.reader_threshold, confirm_threshold)
+        r = d.reading
         if r.span is None:
             return None
         trace["reader"] = {"span": r.span.text, "passage": r.span.passage + 1, "margin": round(r.span.margin, 4),
                            "answerability": r.answerability, "unmatched": r.unmatched}
-        return r.span if r.answers(self.settings.reader_threshold) else None
+        if d.second is not None:
+            trace["reader"]["second"] = {"span": d.second.span.text if d.second.span else "",
+                                         "answerability": d.second.answerability, "unmatched": d.second.unmatched,
+                                         "threshold": confirm_threshold, "confirmed": d.confirmed}
+        if not d.answered:
+            return None
+        trace["answerability"] = d.answerability
+        return r.span
 
     def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
         """The reply the support probe finds best supported among the decoder's replies that

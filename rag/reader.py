@@ -7,8 +7,11 @@ moderately (AUROC ~0.75). A reader trained for exactly SQuAD 2.0's task (pick a 
 [CLS] "no answer" slot) reads the question and passage jointly in both directions: it gives
 the answer span and, from its no-answer logit, the answerability margin the gate needs.
 English only (MiniLM's tokenizer shreds Hangul); Korean questions keep the decoder's answer.
-`rag train reader --base e5` fine-tunes the packaged multilingual-e5-small instead (rag.e5_encoder;
-measured in docs/results.md, session 12, and not shipped).
+`rag train reader --base e5` fine-tunes the packaged multilingual-e5-small instead (rag.e5_encoder).
+Alone it is not the gate (its P(answerable) saturates near 1; docs/results.md, session 12), but
+it ships as an opt-in second opinion (RAG_READER_CONFIRM): a span the pair is unsure of is
+answered when the e5 reader, another encoder trained apart, picks the same span and is sure of
+it (decide(), confirms()).
 
 Standard recipe (transformers' run_qa example): question + passage windows of 256 tokens with
 a 96-token stride; a span's score is start logit + end logit; a window's no-answer score is
@@ -49,6 +52,11 @@ MEMBERS = {WEIGHTS: {"halueval": 0, "answer_removed": False, "group_by_length": 
 
 def trained_path() -> Path:
     return TRAINED_DIR / "reader"
+
+
+def second_path() -> Path:
+    """The second reader (`rag train reader --base e5 --member reader.safetensors --out` here)."""
+    return TRAINED_DIR / "reader-e5"
 
 
 @dataclass(frozen=True)
@@ -146,9 +154,56 @@ class Reading:
     def answers(self, threshold: float) -> bool:
         """The reader answers (the decoder is not asked) when it prefers its span to "no
         answer" by `threshold` (RAG_READER_THRESHOLD) and every name and number of the
-        question is near the span. The pipeline and the held-out report (`rag train reader`)
-        both decide here."""
+        question is near the span (decide() adds the second reader's confirmation)."""
         return self.gate >= threshold
+
+
+AGREE = 0.5  # token F1 between two readers' spans from which they name the same answer
+
+
+def confirms(first: Reading, second: Reading, threshold: float) -> bool:
+    """The second reader confirms the first one's span: both spans pass the names check, the
+    second answers at `threshold` and the two name the same answer (token F1 >= AGREE, the
+    SQuAD measure). Why: readers of different encoders, trained apart, err on different
+    questions, so their agreement is evidence neither has alone; the e5 reader's P(answerable)
+    saturates near 1, so it is only trusted where it is near-certain (the threshold at which,
+    alone, it answers 8% of held-out unanswerable questions). Measured in docs/results.md
+    (session 13)."""
+    from evals.metrics import f1_single  # pure arithmetic; lazily, as rag.calibrate does
+
+    if first.gate < 0 or not second.answers(threshold):
+        return False
+    return f1_single(first.span.text, second.span.text) >= AGREE
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the reader answers a question (else the decoder does): its Reading, the second
+    reader's when it was asked, and whether that one confirmed the span."""
+    reading: Reading
+    answered: bool
+    second: Reading | None = None
+    confirmed: bool = False
+
+    @property
+    def answerability(self) -> float:
+        """P(answerable) of the reader that decided: the sufficiency the calibrated threshold checks."""
+        return self.second.answerability if self.confirmed else self.reading.answerability
+
+
+def decide(reader: "Reader", second: "Reader | None", question: str, passages: list[str], multi_hop: bool,
+           threshold: float, confirm_threshold: float | None) -> Decision:
+    """The reader answers when its gate reaches `threshold` (Reading.answers), or when the
+    second reader confirms its span at `confirm_threshold` (confirms(); None or no second
+    reader: never). The pipeline and the held-out report of `rag train reader` both decide here."""
+    r = reader.reading(question, passages, multi_hop)
+    if r.answers(threshold):
+        return Decision(r, True)
+    if second is None or confirm_threshold is None or r.gate < 0:  # gate < 0: no span the names check passes
+        return Decision(r, False)
+    r2 = second.reading(question, passages, multi_hop)
+    ok = confirms(r, r2, confirm_threshold)
+    return Decision(r, ok, r2, ok)
 
 
 def member_base(model_dir: Path, members) -> str:
@@ -189,11 +244,14 @@ class Reader:
         self.batch = batch
         self._models = None
         self._tok = None
-        # The judge's P(supported) bar for this reader's spans, fitted on held-out train articles
-        # when the reader was trained (None: none fitted, the judge's own applies).
-        report = self.model_dir / "held_out.json"
-        self.judge_threshold: float | None = (json.loads(report.read_text()).get("judge_threshold")
-                                              if report.exists() else None)
+        # Fitted on held-out train articles when the reader was trained (held_out.json; None:
+        # none fitted): the judge's P(supported) bar for this reader's spans (else the judge's
+        # own applies), and the gate threshold at the report's target rate of unanswerable
+        # questions answered (what confirms() trusts of a second reader).
+        record = self.model_dir / "held_out.json"
+        report = json.loads(record.read_text()) if record.exists() else {}
+        self.judge_threshold: float | None = report.get("judge_threshold")
+        self.target_threshold: float | None = report.get("at_target", {}).get("threshold")
 
     def load(self) -> list:
         if self._models is None:

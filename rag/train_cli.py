@@ -126,11 +126,14 @@ def cmd_train_support(args) -> int:
 def cmd_train_reader(args) -> int:
     """Fine-tune the extractive reader's members (rag.reader.MEMBERS) on the SQuAD 2.0 train articles, then
     report how it gates three held-out articles read through the pipeline's own retrieval of
-    the train corpus (answer-all F1, AUROC, the threshold meeting --target; the reader answers
-    as in the pipeline, rag.reader.Reading.answers), and fit there the judge's threshold for
+    the train corpus (answer-all F1, AUROC, the gate's threshold meeting --target; the reader
+    answers as in the pipeline, rag.reader.decide, its unsure spans confirmed by the second
+    reader where one ships), and fit there the judge's threshold for
     the reader's spans (RAG_READER_JUDGE_THRESHOLD's default). The report goes to
     held_out.json beside the weights. The shipped RAG_READER_THRESHOLD stays the
-    reader's own boundary, 0.5 (docs/results.md says why)."""
+    reader's own boundary, 0.5 (docs/results.md says why). The second reader's report
+    (`--base e5 --member reader.safetensors --out rag/models_trained/reader-e5`) gives the
+    threshold at which it confirms the pair's spans (its `at_target`, rag.reader.confirms)."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
     from tqdm import tqdm
@@ -164,28 +167,37 @@ def cmd_train_reader(args) -> int:
     if report.errors:
         raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
     reader = rd.Reader(out, threads=args.threads)
-    scores, gates, unmatched, labels, f1s, judged = [], [], [], [], [], []
+    # The pipeline's second reader confirms this reader's unsure spans (not its own)
+    second, confirm_t = svc.second_opinion()
+    if second is not None and second.model_dir.resolve() == out.resolve():
+        second, confirm_t = None, None
+    scores, gates, unmatched, labels, f1s, judged, answered = [], [], [], [], [], [], []
     for q in tqdm([q for q in rd.read_jsonl(squad / "qa.jsonl") if q["title"] in held_out], desc="held-out questions"):
         route: dict = {}
         hits = svc.rank(q["question"], "train-squad2", settings.top_k, route)
-        r = reader.reading(q["question"], [h.chunk.text for h in hits], routed(route))
+        d = rd.decide(reader, second, q["question"], [h.chunk.text for h in hits], routed(route),
+                      settings.reader_threshold, confirm_t)
+        r = d.reading
         scores.append(r.answerability)
         gates.append(r.gate)
         unmatched.append(bool(r.unmatched))
         labels.append(q["answerable"])
+        answered.append(d.answered)
         f1s.append(f1_score(r.span.text, q["answers"]) if r.span and q["answerable"] else 0.0)
         # what the pipeline's judge says of the spans the reader would answer with
         judged.append(svc.verifier.verify(q["question"], r.span.cited, (), hits, 0.0).min_score
-                      if r.answers(settings.reader_threshold) else -1.0)
+                      if d.answered else -1.0)
     s, c, u = np.array(scores), np.array(gates), np.array(unmatched)
-    y, f, j = np.array(labels), np.array(f1s), np.array(judged)
+    y, f, j, decided = np.array(labels), np.array(f1s), np.array(judged), np.array(answered)
     # The judge's bar for the reader's spans: the one that maximises SQuAD 2.0 F1 over the
     # spans it would pass (as the official script's best_f1_thresh). The support probe was
     # trained on the decoder's replies; its own 0.5 withheld many right spans.
     judge_t = best_f1_threshold(list(j), list(y), list(f))
+    target_t = fit_threshold(list(c), labels, args.target)  # the gate alone (what a second reader is trusted at)
 
-    def at(t: float, jt: float = 0.0) -> dict:
-        ans = (c >= t) & (j >= jt if jt > 0 else True)
+    def at(base: np.ndarray, t: float, jt: float = 0.0) -> dict:
+        """Rates where `base` (the pipeline's decisions, or the gate at t alone) answers and the judge passes."""
+        ans = base & (j >= jt if jt > 0 else True)
         return {"threshold": round(t, 4), "judge_threshold": round(jt, 4),
                 "answered_unanswerable_rate": round(float(ans[~y].mean()), 4),
                 "answered_answerable_rate": round(float(ans[y].mean()), 4),
@@ -194,11 +206,13 @@ def cmd_train_reader(args) -> int:
     result = {"held_out_articles": sorted(held_out), "questions": len(y), "answerable": int(y.sum()),
               "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
               "names_unmatched": {"answerable": round(float(u[y].mean()), 4), "unanswerable": round(float(u[~y].mean()), 4)},
-              "at_reader_threshold": at(settings.reader_threshold), "target": args.target,
-              "at_target": at(fit_threshold(list(c), labels, args.target)),
+              "confirmed_by": second.name if second else None, "confirm_threshold": confirm_t,
+              "confirmed": int((decided & (c < settings.reader_threshold)).sum()),
+              "at_reader_threshold": at(decided, settings.reader_threshold), "target": args.target,
+              "at_target": at(c >= target_t, target_t),
               "judge": svc.verifier.name, "judge_threshold": round(float(judge_t), 4),
-              "at_reader_and_judge_thresholds": at(settings.reader_threshold, judge_t),
-              "at_reader_threshold_judge_0.5": at(settings.reader_threshold, 0.5)}
+              "at_reader_and_judge_thresholds": at(decided, settings.reader_threshold, judge_t),
+              "at_reader_threshold_judge_0.5": at(decided, settings.reader_threshold, 0.5)}
     (out / "held_out.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

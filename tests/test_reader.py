@@ -67,21 +67,66 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
 
 
 class _StubReader(rd.Reader):
-    """Stands in for rag.reader.Reader's model: finds "Margaret Ellison" where a passage names
-    her, with a fixed margin (the gate, Reader.reading, is the real one)."""
+    """Stands in for rag.reader.Reader's model: finds `name` where a passage holds it, with a
+    fixed margin (the gate, Reader.reading, is the real one)."""
 
-    def __init__(self, margin: float, judge_threshold: float | None = None):  # no weights to load
-        self.margin, self.calls, self.judge_threshold = margin, 0, judge_threshold
+    def __init__(self, margin: float, judge_threshold: float | None = None, name: str = "Margaret Ellison",
+                 target_threshold: float | None = None):  # no weights to load
+        self.margin, self.calls, self.judge_threshold, self.name_read = margin, 0, judge_threshold, name
+        self.target_threshold = target_threshold
 
     def read(self, question, passages):
         self.calls += 1
-        return [rd.Span(i, "Margaret Ellison", p.index("Margaret"), p.index("Margaret") + 16, self.margin, 0.0)
-                for i, p in enumerate(passages) if "Margaret" in p]
+        n = self.name_read
+        return [rd.Span(i, n, p.index(n), p.index(n) + len(n), self.margin, 0.0) for i, p in enumerate(passages) if n in p]
 
 
 def _with_reader(service, margin: float, judge_threshold: float | None = None) -> _StubReader:
     service._lazy["reader"] = stub = _StubReader(margin, judge_threshold)
+    service._lazy["second_reader"] = None  # the fake backend loads no second reader either
     return stub
+
+
+def _reading(text: str | None, p: float, unmatched: tuple = ()) -> rd.Reading:
+    span = rd.Span(0, text, 0, len(text), float(np.log(p / (1 - p))), 0.0) if text else None
+    return rd.Reading(span, rd.answerability(span), list(unmatched))
+
+
+def test_a_second_reader_confirms_a_span_only_when_sure_of_the_same_answer():
+    unsure = _reading("Margaret Ellison", 0.3)
+    assert rd.confirms(unsure, _reading("the engineer Margaret Ellison", 0.99), 0.97)  # token F1 0.8
+    assert not rd.confirms(unsure, _reading("Margaret Ellison", 0.95), 0.97)  # the second is not sure enough
+    assert not rd.confirms(unsure, _reading("1874", 0.99), 0.97)  # another answer
+    assert not rd.confirms(unsure, _reading("Margaret Ellison", 0.99, ("Boston",)), 0.97)  # its names check fails
+    assert not rd.confirms(_reading("Margaret Ellison", 0.3, ("Boston",)), _reading("Margaret Ellison", 0.99), 0.97)
+    assert not rd.confirms(_reading(None, 0.0), _reading("Margaret Ellison", 0.99), 0.97)
+
+
+def test_an_unsure_span_is_answered_when_the_second_reader_confirms_it(sample_service):
+    q = "Who designed the Harbor Point Lighthouse?"
+    first = _with_reader(sample_service, -1.0)  # P 0.27: unsure
+    sample_service._lazy["second_reader"] = second = _StubReader(5.0, target_threshold=0.97)  # P 0.993
+    a = sample_service.ask(q, "default")
+    assert first.calls == second.calls == 1 and not a.abstained and a.model == rd.Reader.name
+    assert a.text.startswith("Margaret Ellison [") and a.trace["reader"]["second"]["confirmed"]
+    # the sufficiency checked against the calibrated threshold is the confirming reader's P
+    assert a.trace["answerability"] == pytest.approx(rd.answerability(rd.Span(0, "", 0, 0, 5.0, 0.0)))
+    # a second reader that names another answer confirms nothing: the decoder answers
+    sample_service._lazy["second_reader"] = _StubReader(5.0, name="granite ledge", target_threshold=0.97)
+    d = sample_service.ask(q, "default")
+    assert d.model != rd.Reader.name and not d.trace["reader"]["second"]["confirmed"]
+    # below its threshold (a setting overrides the fitted one), or with no threshold fitted, neither
+    sample_service._lazy["second_reader"] = _StubReader(5.0, target_threshold=0.97)
+    sample_service.settings = sample_service.settings.model_copy(update={"reader_confirm_threshold": 0.999})
+    assert sample_service.ask(q, "default").model != rd.Reader.name
+    sample_service.settings = sample_service.settings.model_copy(update={"reader_confirm_threshold": None})
+    sample_service._lazy["second_reader"] = unfitted = _StubReader(5.0)
+    assert sample_service.ask(q, "default").model != rd.Reader.name and unfitted.calls == 0
+    # a sure first reader does not ask the second
+    sample_service._lazy["second_reader"] = idle = _StubReader(5.0, target_threshold=0.97)
+    _with_reader(sample_service, 4.0)
+    sample_service._lazy["second_reader"] = idle
+    assert sample_service.ask(q, "default").model == rd.Reader.name and idle.calls == 0
 
 
 def test_a_confident_reader_answers_with_its_span_and_cites_its_passage(sample_service):
@@ -131,6 +176,19 @@ def test_korean_questions_and_the_decoder_setting_skip_the_reader(sample_service
     assert RagService(real.model_copy(update={"answerer": "reader-first"})).reader is not None
 
 
+def test_the_second_reader_is_opt_in(tmp_path):
+    from rag.config import Settings
+    from rag.pipeline import RagService
+
+    settings = Settings(data_dir=tmp_path)
+    assert not settings.reader_confirm and RagService(settings).second_opinion() == (None, None)
+    on = RagService(settings.model_copy(update={"reader_confirm": True}))
+    second, threshold = on.second_opinion()  # built without loading any model (the weights ship)
+    assert second.model_dir == rd.second_path() and second._models is None
+    assert threshold == second.target_threshold and 0.5 < threshold < 1.0
+    assert RagService(settings.model_copy(update={"reader_confirm": True, "answerer": "decoder"})).second_reader is None
+
+
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
 def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
     reader = rd.Reader(threads=1)
@@ -148,10 +206,24 @@ def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
     assert len(f["input_ids"]) >= 1 and all(len(ids) == rd.MAX_LENGTH for ids in f["input_ids"])
 
 
-def test_the_judge_threshold_comes_from_the_readers_held_out_report(tmp_path):
-    assert rd.Reader(tmp_path).judge_threshold is None  # nothing fitted: the judge's own bar applies
-    (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3}')
-    assert rd.Reader(tmp_path).judge_threshold == 0.3
+def test_the_judge_and_target_thresholds_come_from_the_readers_held_out_report(tmp_path):
+    r = rd.Reader(tmp_path)
+    assert r.judge_threshold is None and r.target_threshold is None  # nothing fitted
+    (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3, "at_target": {"threshold": 0.9}}')
+    r = rd.Reader(tmp_path)
+    assert r.judge_threshold == 0.3 and r.target_threshold == 0.9
+
+
+@pytest.mark.skipif(not (rd.second_path() / rd.WEIGHTS).exists(), reason="no shipped second reader")
+def test_the_shipped_second_reader_is_e5_and_confirms_the_pairs_span():
+    pair, e5 = rd.Reader(threads=1), rd.Reader(rd.second_path(), threads=1, members=(rd.WEIGHTS,))
+    assert e5.base == "e5" and e5.name != pair.name and 0.5 < e5.target_threshold < 1.0
+    q, passages = "When was the Harbor Point Lighthouse completed?", [TEA, LIGHTHOUSE]
+    first, second = pair.reading(q, passages), e5.reading(q, passages)
+    assert second.span.text == "1874" and rd.confirms(first, second, 0.5)
+    # on topic, unanswerable: the e5 reader names the designer, but not at its fitted threshold
+    none = e5.reading("Who painted the Harbor Point Lighthouse?", passages)
+    assert not none.answers(e5.target_threshold)
 
 
 @pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
