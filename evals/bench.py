@@ -196,15 +196,6 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
                 svc.verifier.verify(question, spans[0].text if spans else "", (), hits)
 
             ways.insert(1, ("reader span, first member only", by_first_member))
-        if svc.second_reader is not None:  # the path of an unsure span: the e5 reader reads too
-
-            def by_confirmed(_):
-                texts = [h.chunk.text for h in hits]
-                first = svc.reader.reading(question, texts)
-                svc.second_reader.reading(question, texts)
-                svc.verifier.verify(question, first.span.text if first.span else "", (), hits)
-
-            ways.insert(1, ("reader span, confirmed by the e5 reader", by_confirmed))
     if svc.selects_answers(question):  # needs a support probe for this decoder
         ways.append((f"decoder, {branches} branches", by_selection))
     out = []
@@ -271,9 +262,7 @@ def render(r: dict) -> str:
         lines += [f"| {a['answer']} | {a['p50_s']:.2f} | {a['max_s']:.2f} | {a['p50_s'] / base:.2f}x |"
                   for a in r["answer"]]
         lines += ["", "The reader's span (English default: two readers' logits averaged; the first alone "
-                  "for comparison) skips decoding; its check pays one prefill of the prompt. When the pair is "
-                  "unsure of its span, the e5 reader reads the same passages to confirm it (RAG_READER_CONFIRM). "
-                  "The decoder's "
+                  "for comparison) skips decoding; its check pays one prefill of the prompt. The decoder's "
                   "replies are checked behind the prompt's cached keys and values; "
                   "answer selection also decodes its replies in one batch and reads each reply's support "
                   "(off by default: it did not raise F1 on dev, docs/results.md).", ""]
