@@ -185,10 +185,10 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
 
     ways = [("decoder, greedy", by_decoder)]
     if svc.reader is not None:
+        from rag.reader import WEIGHTS, Reader, second_path
+
         ways.insert(0, ("reader span", by_reader))
         if len(svc.reader.load()) > 1:  # what the ensemble costs over its first member alone
-            from rag.reader import WEIGHTS, Reader
-
             first = Reader(svc.reader.model_dir, threads=settings.threads, members=(WEIGHTS,))
 
             def by_first_member(_):
@@ -196,6 +196,16 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
                 svc.verifier.verify(question, spans[0].text if spans else "", (), hits)
 
             ways.insert(1, ("reader span, first member only", by_first_member))
+        if (second_path() / WEIGHTS).exists():  # the opt-in path of an unsure span (RAG_READER_CONFIRM)
+            second = Reader(second_path(), threads=settings.threads, members=(WEIGHTS,))
+
+            def by_confirmed(_):
+                texts = [h.chunk.text for h in hits]
+                pair = svc.reader.reading(question, texts)
+                second.reading(question, texts)
+                svc.verifier.verify(question, pair.span.text if pair.span else "", (), hits)
+
+            ways.insert(1, ("reader span, confirmed by the e5 reader", by_confirmed))
     if svc.selects_answers(question):  # needs a support probe for this decoder
         ways.append((f"decoder, {branches} branches", by_selection))
     out = []
@@ -262,7 +272,9 @@ def render(r: dict) -> str:
         lines += [f"| {a['answer']} | {a['p50_s']:.2f} | {a['max_s']:.2f} | {a['p50_s'] / base:.2f}x |"
                   for a in r["answer"]]
         lines += ["", "The reader's span (English default: two readers' logits averaged; the first alone "
-                  "for comparison) skips decoding; its check pays one prefill of the prompt. The decoder's "
+                  "for comparison) skips decoding; its check pays one prefill of the prompt. With "
+                  "RAG_READER_CONFIRM=true, a span the pair is unsure of is also read by the e5 reader. "
+                  "The decoder's "
                   "replies are checked behind the prompt's cached keys and values; "
                   "answer selection also decodes its replies in one batch and reads each reply's support "
                   "(off by default: it did not raise F1 on dev, docs/results.md).", ""]
