@@ -168,8 +168,9 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
 
     question, hits, msgs = bench_prompt()
     branches = settings.branches if settings.branches > 1 else 3
-    # One service, one set of loaded models for every way (the branch count only matters to selection).
-    svc = RagService(settings.model_copy(update={"branches": branches}))
+    # One service, one set of loaded models for every way (the branch count only matters to
+    # selection; the second reader, opt-in, is built so that its path can be timed).
+    svc = RagService(settings.model_copy(update={"branches": branches, "reader_confirm": True}))
     if svc.verifier is None:
         return []  # RAG_VERIFY=off: no check to time
 
@@ -185,10 +186,10 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
 
     ways = [("decoder, greedy", by_decoder)]
     if svc.reader is not None:
-        from rag.reader import WEIGHTS, Reader, second_path
-
         ways.insert(0, ("reader span", by_reader))
         if len(svc.reader.load()) > 1:  # what the ensemble costs over its first member alone
+            from rag.reader import WEIGHTS, Reader
+
             first = Reader(svc.reader.model_dir, threads=settings.threads, members=(WEIGHTS,))
 
             def by_first_member(_):
@@ -196,13 +197,12 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
                 svc.verifier.verify(question, spans[0].text if spans else "", (), hits)
 
             ways.insert(1, ("reader span, first member only", by_first_member))
-        if (second_path() / WEIGHTS).exists():  # the opt-in path of an unsure span (RAG_READER_CONFIRM)
-            second = Reader(second_path(), threads=settings.threads, members=(WEIGHTS,))
+        if svc.second_reader is not None:  # the opt-in path of an unsure span (RAG_READER_CONFIRM)
 
             def by_confirmed(_):
                 texts = [h.chunk.text for h in hits]
                 pair = svc.reader.reading(question, texts)
-                second.reading(question, texts)
+                svc.second_reader.reading(question, texts)
                 svc.verifier.verify(question, pair.span.text if pair.span else "", (), hits)
 
             ways.insert(1, ("reader span, confirmed by the e5 reader", by_confirmed))
