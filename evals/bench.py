@@ -216,6 +216,47 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
     return out
 
 
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB, from /proc (Linux; zeros elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError):
+        return 0.0, 0.0
+
+
+def load_cost(model: str) -> dict:
+    """In a fresh process: the resident memory one model adds once loaded and used once on the
+    bench's prompt, measured from after the imports and the service every model needs."""
+    import torch  # noqa: F401 - part of the baseline, as every model needs it
+
+    from rag.pipeline import RagService
+    from rag.reader import Reader, second_path, trained_path
+
+    settings = Settings()
+    svc = RagService(settings)
+    question, hits, msgs = bench_prompt()
+    texts = [h.chunk.text for h in hits]
+    before, _ = resident_mb()
+    if model == "decoder":
+        svc.generator.generate(msgs, 4)
+    else:
+        Reader(trained_path() if model == "reader pair" else second_path(), threads=settings.threads).read(question, texts)
+    after, peak = resident_mb()
+    return {"model": model, "resident_mb": after - before, "peak_mb": peak - before}
+
+
+def bench_memory() -> list[dict]:
+    """Each model's resident cost, measured apart (a spawned process each) so the order of
+    loading does not move the numbers."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        return [pool.apply(load_cost, (m,)) for m in ("reader pair", "e5 reader (RAG_READER_CONFIRM)", "decoder")]
+
+
 def run(settings: Settings, args) -> dict:
     from rag.models import set_threads
 
@@ -232,6 +273,7 @@ def run(settings: Settings, args) -> dict:
     result["search"] = bench_search(sizes)
     result["generate"] = bench_generate(settings, repeats)
     result["answer"] = bench_answer(settings, repeats)
+    result["memory"] = bench_memory()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,6 +320,12 @@ def render(r: dict) -> str:
                   "replies are checked behind the prompt's cached keys and values; "
                   "answer selection also decodes its replies in one batch and reads each reply's support "
                   "(off by default: it did not raise F1 on dev, docs/results.md).", ""]
+    if r.get("memory"):
+        lines += ["## Memory", "", "Resident memory each model adds, loaded and used once in a process of its own "
+                  "(after the imports and the service all of them need):", "",
+                  "| model | resident MB | peak MB while loading |", "|---|---:|---:|"]
+        lines += [f"| {m['model']} | {m['resident_mb']:.0f} | {m['peak_mb']:.0f} |" for m in r["memory"]]
+        lines += [""]
     lines += ["## How far from the limits", ""]
     big = r["search"][-1]
     e5 = next(e for e in r["embed"] if "(e5)" in e["stage"])

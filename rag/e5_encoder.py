@@ -12,9 +12,10 @@ to cosine >= 0.9998 (tests/test_e5_encoder.py), so the weights are the model the
 
 from __future__ import annotations
 
+import json
 import struct
+import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,12 @@ def tensor(f: E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
     blocks = np.frombuffer(f.raw, np.uint8, count // QK * 18, offset).reshape(-1, 18)
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
     nibbles = blocks[:, 2:]
-    low = (nibbles & 0x0F).astype(np.float32) - 8
-    high = (nibbles >> 4).astype(np.float32) - 8
-    return (np.concatenate([low, high], axis=1) * scale).reshape(shape)
+    out = np.empty((len(blocks), QK), np.float32)  # filled in place: no float32 temporaries
+    out[:, :QK // 2] = nibbles & 0x0F
+    out[:, QK // 2:] = nibbles >> 4
+    out -= 8
+    out *= scale
+    return out.reshape(shape)
 
 
 def state_dict(f: E5File) -> dict[str, np.ndarray]:
@@ -159,8 +163,9 @@ def bert_config(f: E5File, **extra):
                       layer_norm_eps=d["eps"], hidden_act="gelu", pad_token_id=f.specials["pad"], **extra)
 
 
-@lru_cache(maxsize=1)
 def load() -> E5File:
+    """Parsed afresh by each caller (0.2 s): kept, the file's 72 MB would stay resident beside
+    the model built from it."""
     return read(model_file())
 
 
@@ -173,7 +178,10 @@ def tokenizer():
 
     f = load()
     s = f.specials
-    tk = Tokenizer(models.Unigram(list(zip(f.pieces, f.scores.tolist())), unk_id=s["unk"]))
+    # The pipeline around the vocabulary is built here with a one-piece placeholder, and the
+    # 250k pieces go straight into its JSON: transformers deep-copies a tokenizer object it is
+    # given, and each copy of this Unigram model holds ~250 MB, so it is loaded once, from a file.
+    tk = Tokenizer(models.Unigram([("<unk>", 0.0)], unk_id=0))
     tk.normalizer = normalizers.Sequence([normalizers.Replace(Regex(_char_class(f.dropped)), ""),
                                           normalizers.Replace(Regex(_char_class(f.spaces)), " "), normalizers.NFKC(),
                                           normalizers.Replace(Regex(" {2,}"), " ")])
@@ -182,11 +190,16 @@ def tokenizer():
     tk.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", s["bos"]), ("</s>", s["eos"])])
+    spec = json.loads(tk.to_str())
+    spec["model"].update(unk_id=s["unk"], vocab=[[p, score] for p, score in zip(f.pieces, f.scores.tolist())])
     names = {k: f.pieces[v] for k, v in s.items()}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token=names["bos"], eos_token=names["eos"], unk_token=names["unk"],
-        pad_token=names["pad"], cls_token=names["bos"], sep_token=names["eos"], model_max_length=f.dims["max_positions"],
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        return PreTrainedTokenizerFast(
+            tokenizer_file=str(path), bos_token=names["bos"], eos_token=names["eos"], unk_token=names["unk"],
+            pad_token=names["pad"], cls_token=names["bos"], sep_token=names["eos"],
+            model_max_length=f.dims["max_positions"], model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
 def model(head: str = "", **config):
