@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evals.qa import load_done, read_jsonl, subset
+from evals.qa import load_done, subset
+from rag.jsonl import read_jsonl
 from rag.state_judge import passage_hit
 from rag.types import EvalRecord
 

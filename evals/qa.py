@@ -18,14 +18,8 @@ from tqdm import tqdm
 from evals import metrics as M
 from rag.config import Settings
 from rag.errors import InputError
+from rag.jsonl import read_jsonl
 from rag.types import EvalRecord
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        raise InputError(f"{path} not found")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def subset(items: list[dict], limit: int | None, key: str) -> list[dict]:

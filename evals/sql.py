@@ -25,9 +25,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from evals import metrics as M
-from evals.qa import load_done, read_jsonl, subset
+from evals.qa import load_done, subset
 from rag.config import Settings
 from rag.errors import InputError
+from rag.jsonl import read_jsonl
 
 EVAL_MAX_ROWS = 100_000
 

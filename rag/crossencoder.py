@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import ModelError
-from rag.finetune_data import read_jsonl
+from rag.jsonl import read_jsonl
 
 TRAINED_DIR = Path(__file__).parent / "models_trained"
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]

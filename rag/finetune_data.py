@@ -17,13 +17,13 @@ The dev split is never read here."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.jsonl import read_jsonl
 from rag.prompt import ABSTAIN, build_messages, sentences
 from rag.types import Chunk, Hit
 
@@ -41,11 +41,6 @@ class Example:
 class Passage:
     title: str
     text: str
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _words(text: str) -> set[str]:

@@ -37,7 +37,7 @@ import numpy as np
 from rag.answerability import logistic
 from rag.crossencoder import TRAINED_DIR
 from rag.errors import ModelError
-from rag.finetune_data import read_jsonl
+from rag.jsonl import read_jsonl
 
 MAX_LENGTH = 256
 STRIDE = 96

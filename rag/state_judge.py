@@ -32,7 +32,7 @@ from pathlib import Path
 
 from rag.answerability import Item, Probe, load_probe
 from rag.crossencoder import other_answers
-from rag.finetune_data import read_jsonl
+from rag.jsonl import read_jsonl
 from rag.prompt import build_messages
 from rag.types import Chunk, Hit
 
