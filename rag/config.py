@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     decoder: DecoderName = "qwen2.5-coder-0.5b"
     adapter: str = "default"  # "default" = the adapter shipped for the decoder, "none", or a path
     threads: int = Field(default=0, ge=0)  # 0 = every core the process may use
+    # What the decoder and readers compute in; auto = bfloat16 where the CPU has bf16
+    # instructions, float32 where torch would emulate it (rag.models.compute_dtype).
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     chunk_size: int = Field(default=800, ge=100, le=8000)  # characters
     chunk_overlap: int = Field(default=120, ge=0)

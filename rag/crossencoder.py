@@ -47,7 +47,8 @@ def passage_text(title: str, text: str) -> str:
 
 
 class PairScorer:
-    """Inference for a trained cross-encoder: probabilities for (a, b) pairs, batched, bf16."""
+    """Inference for a trained cross-encoder: probabilities for (a, b) pairs, batched, in the
+    CPU's compute dtype (rag.models.compute_dtype)."""
 
     def __init__(self, adapter_dir: Path, threads: int = 0, max_length: int = 256, batch: int = 16):
         self.adapter_dir = Path(adapter_dir)
@@ -61,14 +62,12 @@ class PairScorer:
             if not (self.adapter_dir / "adapter_config.json").exists():
                 raise ModelError(f"no trained cross-encoder in {self.adapter_dir}; train it with "
                                  f"`rag train {self.adapter_dir.name}`")
-            import torch
-
-            from rag.models import set_threads
+            from rag.models import compute_dtype, set_threads
 
             set_threads(self.threads)
             model = base_model(self.max_length)
             model.load_adapter(str(self.adapter_dir))
-            self._model = model.to(torch.bfloat16).eval()
+            self._model = model.to(compute_dtype()).eval()
         return self._model
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:

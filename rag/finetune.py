@@ -225,7 +225,7 @@ def cmd_finetune(args) -> int:
                          alpha=args.alpha or 2 * args.r, targets=tuple(args.targets.split(",")),
                          top_layers=args.top_layers, max_minutes=args.max_minutes, seed=args.seed,
                          save_every=args.save_every, width=args.width, max_passages=args.max_passages)
-    gen = HFGenerator(cfg.base, s.models_path, None, s.threads)
+    gen = HFGenerator(cfg.base, s.models_path, None, s.threads, "bfloat16")
     model, tok = gen.model, gen.tokenizer  # bf16, exactly the weights the pipeline merges into
     if torch.cuda.is_available():
         model = model.to("cuda")

@@ -1,9 +1,10 @@
 """Decoders: the Generator protocol, the transformers-backed HFGenerator and a scripted fake.
 
 HFGenerator loads a packaged GGUF with transformers (which de-quantizes it), casts it to
-bfloat16 (3-6x faster prefill than float32 on this CPU, same answers) and caches the
-converted weights as safetensors in the data folder, so only the first start pays the
-GGUF conversion (about a minute for the 0.5B model). Decoding is greedy: answers must be
+bfloat16 and caches the converted weights as safetensors in the data folder, so only the
+first start pays the GGUF conversion (about a minute for the 0.5B model). It computes in
+bfloat16 where the CPU has bf16 instructions (3-6x faster prefill than float32 there) and in
+float32 where it has not (there bf16 is emulated and slower): rag.models.compute_dtype. Decoding is greedy: answers must be
 reproducible. `branch` is greedy too: the continuations of the k most likely first tokens
 (the pipeline's answer selection, rag.pipeline.RagService.select_answer)."""
 
@@ -19,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.errors import ModelError
-from rag.models import decoder_gguf, set_threads
+from rag.models import compute_dtype, decoder_gguf, set_threads
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ class Generator(Protocol):
 class HFGenerator:
     """A packaged decoder run by transformers on the CPU, optionally with a LoRA adapter."""
 
-    def __init__(self, decoder: str, cache_dir: Path, adapter: Path | None = None, threads: int = 0):
+    def __init__(self, decoder: str, cache_dir: Path, adapter: Path | None = None, threads: int = 0,
+                 dtype: str = "auto"):
         self.decoder = decoder
+        self.dtype = dtype  # Settings.dtype
         self.cache_dir = cache_dir
         self.adapter = adapter
         self.threads = threads
@@ -78,10 +81,11 @@ class HFGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         set_threads(self.threads)
+        dtype = compute_dtype(self.dtype)
         converted = self.cache_dir / f"{self.decoder}-bf16"
         if (converted / "config.json").exists():
             tok = AutoTokenizer.from_pretrained(converted)
-            model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.bfloat16)
+            model = AutoModelForCausalLM.from_pretrained(converted, dtype=dtype)
         else:
             gguf = decoder_gguf(self.decoder, self.cache_dir)
             try:
@@ -99,6 +103,7 @@ class HFGenerator:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             tmp.rename(converted)
+            model = model.to(dtype)
         if self.adapter is not None:
             from rag.adapter import apply_adapter
 

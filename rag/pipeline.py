@@ -49,7 +49,7 @@ class RagService:
                 self._generator = ScriptedGenerator()
             else:
                 self._generator = HFGenerator(self.settings.decoder, self.settings.models_path,
-                                              adapter_path(self.settings), self.settings.threads)
+                                              adapter_path(self.settings), self.settings.threads, self.settings.dtype)
         return self._generator
 
     def retriever(self, collection: str, mode: str = "auto") -> HybridRetriever:
@@ -100,7 +100,7 @@ class RagService:
             if self.settings.backend != "fake" and self.settings.answerer == "reader-first":
                 from rag.reader import Reader
 
-                reader = Reader(threads=self.settings.threads)
+                reader = Reader(threads=self.settings.threads, dtype=self.settings.dtype)
             self._lazy["reader"] = reader
         return self._lazy["reader"]
 
@@ -114,7 +114,8 @@ class RagService:
                 from rag.reader import WEIGHTS, Reader, second_path
 
                 if (second_path() / WEIGHTS).exists():
-                    second = Reader(second_path(), threads=self.settings.threads, members=(WEIGHTS,))
+                    second = Reader(second_path(), threads=self.settings.threads, members=(WEIGHTS,),
+                                    dtype=self.settings.dtype)
             self._lazy["second_reader"] = second
         return self._lazy["second_reader"]
 

@@ -235,12 +235,13 @@ class Reader:
     name = model_name("minilm")  # the shipped members'; an instance names the base of its own
 
     def __init__(self, model_dir: Path | None = None, threads: int = 0, batch: int = 16,
-                 members: tuple[str, ...] = tuple(MEMBERS)):
+                 members: tuple[str, ...] = tuple(MEMBERS), dtype: str = "auto"):
         self.model_dir = Path(model_dir or trained_path())
         self.members = members  # weights files to average, those present (a subset: to compare)
         self.base = member_base(self.model_dir, members)
         self.name = model_name(self.base)
         self.threads = threads
+        self.dtype = dtype  # Settings.dtype (rag.models.compute_dtype); float32 gives the same spans
         self.batch = batch
         self._models = None
         self._tok = None
@@ -258,12 +259,12 @@ class Reader:
             files = [self.model_dir / f for f in self.members if (self.model_dir / f).exists()]
             if not files:
                 raise ModelError(f"no trained reader in {self.model_dir}; train it with `rag train reader`")
-            import torch
             from safetensors.torch import load_file
 
-            from rag.models import set_threads
+            from rag.models import compute_dtype, set_threads
 
             set_threads(self.threads)
+            dtype = compute_dtype(self.dtype)
             models = []
             for weights in files:
                 model, trained = base_model(base=self.base), load_file(str(weights))
@@ -272,7 +273,7 @@ class Reader:
                     raise ModelError(f"{weights} does not fit the packaged {BASES[self.base]} (unknown tensors "
                                      f"{sorted(missing)[:3]})")
                 model.load_state_dict(trained, strict=False)
-                models.append(model.to(torch.bfloat16).eval())
+                models.append(model.to(dtype).eval())
             self._tok = tokenizer(self.base)  # before the models: a concurrent caller that sees them uses it
             self._models = models
         return self._models

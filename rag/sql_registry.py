@@ -109,7 +109,7 @@ def sql_generator(service):
     if getattr(service, "_sql_generator", None) is None:
         from rag.generate import HFGenerator
 
-        service._sql_generator = HFGenerator(name, s.models_path, None, s.threads)
+        service._sql_generator = HFGenerator(name, s.models_path, None, s.threads, s.dtype)
     return service._sql_generator
 
 

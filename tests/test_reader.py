@@ -336,3 +336,16 @@ def test_members_must_share_the_encoder_their_record_names(tmp_path):
     (tmp_path / second).write_bytes(b"")
     with pytest.raises(ModelError, match="different encoders"):
         rd.Reader(tmp_path)
+
+
+def test_the_shipped_reader_reads_the_same_spans_in_float32_and_bfloat16():
+    """RAG_DTYPE (rag.models.compute_dtype) changes how the reader computes, not what it reads."""
+    import torch
+
+    question = "Who designed the Harbor Point Lighthouse?"
+    found = {}
+    for dtype in ("float32", "bfloat16"):
+        reader = rd.Reader(threads=1, dtype=dtype)
+        assert all(p.dtype == getattr(torch, dtype) for m in reader.load() for p in m.parameters())
+        found[dtype] = [(s.passage, s.text, round(s.margin)) for s in reader.read(question, [TEA, LIGHTHOUSE])]
+    assert found["float32"] == found["bfloat16"] and "Margaret Ellison" in found["float32"][0][1]
