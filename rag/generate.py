@@ -4,9 +4,10 @@ HFGenerator loads a packaged GGUF with transformers (which de-quantizes it), cas
 bfloat16 and caches the converted weights as safetensors in the data folder, so only the
 first start pays the GGUF conversion (about a minute for the 0.5B model). It computes in
 bfloat16 where the CPU has bf16 instructions (3-6x faster prefill than float32 there) and in
-float32 where it has not (there bf16 is emulated and slower): rag.models.compute_dtype. Decoding is greedy: answers must be
-reproducible. `branch` is greedy too: the continuations of the k most likely first tokens
-(the pipeline's answer selection, rag.pipeline.RagService.select_answer)."""
+float32 where it has not (there bf16 is emulated and slower): rag.models.compute_dtype.
+Decoding is greedy: answers must be reproducible. `branch` is greedy too: the continuations
+of the k most likely first tokens (the pipeline's answer selection,
+rag.pipeline.RagService.select_answer)."""
 
 from __future__ import annotations
 

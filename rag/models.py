@@ -120,8 +120,8 @@ def compute_dtype(choice: str = "auto"):
     """The torch dtype the decoder and the readers compute in ("auto", "bfloat16", "float32").
     Why "auto" asks the CPU: bfloat16 halves the weights' memory and, where the CPU has bf16
     instructions (AVX512-BF16 or AMX), runs faster than float32; where it has not, torch
-    emulates bf16 and the decoder ran 2-4x *slower* than in float32 (docs/benchmarks.md,
-    "Compute dtype"). CPUs torch reports no x86 flags for (e.g. ARM) keep bfloat16: not measured.
+    emulates bf16 and the decoder's prefill ran 4x *slower* than in float32, its decoding 1.1x
+    (docs/benchmarks.md, "Compute dtype"). CPUs torch reports no x86 flags for (e.g. ARM) keep bfloat16: not measured.
     The weights are the same numbers either way (the cached conversion is bf16)."""
     import torch
 
