@@ -8,13 +8,17 @@ and RAG_JUDGE_THRESHOLD (policy abstain) follow exactly from the records: answer
 answered), answered_unanswerable_rate, abstained_answerable_rate.
 --reader-judge moves only the bar of the extractive reader's spans (RAG_READER_JUDGE_THRESHOLD),
 --judge that of every answer.
-Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7 | --reader-judge 0.14,0.5] [--at 0.5,0.639]"""
+--decoder-agrees replays a rule measured and not kept (docs/results.md, session 17): a decoder
+answer below the gate's bar passes when it names the same answer as the readers' best span
+(token F1 >= rag.reader.AGREE) and that span has the question's names near it.
+Usage: python scripts/rethreshold.py OUT/records.jsonl [--judge 0.3,0.5,0.7 | --reader-judge 0.14,0.5] [--at 0.5,0.639] [--decoder-agrees]"""
 import json
 import sys
 
 from evals import metrics as M
-from rag.prompt import strip_markers
-from rag.reader import MODEL_PREFIX
+from evals.metrics import f1_single
+from rag.prompt import is_abstention, strip_markers
+from rag.reader import AGREE, MODEL_PREFIX
 
 recs = [json.loads(line) for line in open(sys.argv[1])]
 
@@ -26,6 +30,16 @@ def option(name: str, default: list) -> list:
 judges = option("--judge", [None])
 reader_judges = option("--reader-judge", [None])
 thresholds = option("--at", [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.748, 0.8])
+agreement = "--decoder-agrees" in sys.argv
+
+
+def decoder_agrees(r) -> bool:
+    """The decoder answered (the readers declined) the same as the readers' best span, names near it."""
+    tr = r["outputs"]["trace"]
+    reading, raw = tr.get("reader") or {}, tr.get("raw", "")
+    if r["outputs"].get("model", "").startswith(MODEL_PREFIX) or not reading.get("span") or reading.get("unmatched"):
+        return False
+    return bool(raw) and not is_abstention(raw) and f1_single(strip_markers(raw), reading["span"]) >= AGREE
 
 
 def at(t, judge, reader_judge=None):
@@ -37,7 +51,8 @@ def at(t, judge, reader_judge=None):
             strip_markers(tr["withheld_answer"]) if "withheld_answer" in tr else None)
         bar = reader_judge if reader_judge is not None and o.get("model", "").startswith(MODEL_PREFIX) else judge
         supported = all((v["score"] >= bar) if bar is not None else v["supported"] for v in o["verdicts"])
-        given = text if text and (p is None or p >= t) and supported else None
+        gate = p is None or p >= t or agreement and decoder_agrees(r)
+        given = text if text and gate and supported else None
         if inp["answerable"]:
             n_ans += 1; abst_ans += given is None
             f1.append(M.f1_score(given or "", inp["answers"]) if given else 0.0)
