@@ -145,19 +145,26 @@ def bench_generate(settings: Settings, repeats: int) -> dict:
     from rag.pipeline import RagService
 
     gen = RagService(settings).generator
-    _, _, msgs = bench_prompt()
-    t0 = time.perf_counter()
-    gen.generate(msgs, 4)  # load + warm up
-    load_s = time.perf_counter() - t0
-    results = [gen.generate(msgs, 32) for _ in range(repeats)]
-    ttft = statistics.median(r.ttft_s for r in results)
-    decode = statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9) for r in results if r.new_tokens > 1)
-    prompt_tokens = results[0].prompt_tokens
+    t = time_decoder(gen, repeats)
     params = sum(x.numel() for x in gen.model.parameters())
     bytes_per_token = sum(x.numel() * x.element_size() for x in gen.model.parameters())  # weights read once per token
-    return {"decoder": gen.name, "dtype": str(next(gen.model.parameters()).dtype).removeprefix("torch."), "params_m": params / 1e6, "prompt_tokens": prompt_tokens, "ttft_s": ttft,
-            "decode_tok_per_s": decode, "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / bytes_per_token,
-            "prefill_floor_s": 2 * params * prompt_tokens / (BF16_GFLOPS * 1e9), "first_load_s": load_s}
+    return {"decoder": gen.name, "dtype": str(next(gen.model.parameters()).dtype).removeprefix("torch."), "params_m": params / 1e6, "prompt_tokens": t["prompt_tokens"], "ttft_s": t["ttft_s"],
+            "decode_tok_per_s": t["decode_tok_per_s"], "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / bytes_per_token,
+            "prefill_floor_s": 2 * params * t["prompt_tokens"] / (BF16_GFLOPS * 1e9), "first_load_s": t["first_load_s"]}
+
+
+def time_decoder(gen, repeats: int) -> dict:
+    """The decoder on the bench prompt: its first call (load and warm-up) timed, then medians over
+    `repeats` replies of up to 32 tokens (time to first token, decode speed after it)."""
+    _, _, msgs = bench_prompt()
+    t0 = time.perf_counter()
+    gen.generate(msgs, 4)
+    load_s = time.perf_counter() - t0
+    results = [gen.generate(msgs, 32) for _ in range(repeats)]
+    return {"first_load_s": load_s, "ttft_s": statistics.median(r.ttft_s for r in results),
+            "decode_tok_per_s": statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9)
+                                                  for r in results if r.new_tokens > 1),
+            "prompt_tokens": results[0].prompt_tokens, "text": results[0].text}
 
 
 def bench_dtype(settings: Settings, repeats: int) -> dict:
@@ -169,16 +176,11 @@ def bench_dtype(settings: Settings, repeats: int) -> dict:
     from rag.models import compute_dtype
     from rag.pipeline import RagService
 
-    _, _, msgs = bench_prompt()
     rows = []
     for dtype in ("bfloat16", "float32"):
         gen = RagService(settings.model_copy(update={"dtype": dtype})).generator
-        gen.generate(msgs, 4)  # load + warm up
-        results = [gen.generate(msgs, 32) for _ in range(repeats)]
-        rows.append({"dtype": dtype, "ttft_s": statistics.median(r.ttft_s for r in results),
-                     "decode_tok_per_s": statistics.median((r.new_tokens - 1) / max(r.total_s - r.ttft_s, 1e-9)
-                                                           for r in results if r.new_tokens > 1),
-                     "text": results[0].text})
+        t = time_decoder(gen, repeats)
+        rows.append({"dtype": dtype, **{k: t[k] for k in ("ttft_s", "decode_tok_per_s", "text")}})
         del gen
     caps = torch.cpu.get_capabilities()
     return {"cpu_bf16": {k: bool(caps.get(k)) for k in ("avx512_bf16", "amx_bf16")},

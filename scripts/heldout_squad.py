@@ -1,8 +1,8 @@
 """Write the held-out SQuAD 2.0 train articles as a `rag eval qa` data folder.
 
 The readers never trained on these three articles (rag.reader.split_articles); the questions the
-decoder's answerability probe was fitted and calibrated on (the first 800 + 200 of the shuffle in
-`rag train answerability`, as its shipped fit records) are left out too, so the whole pipeline can
+decoder's answerability probe was fitted and calibrated on (the first rows of the shuffle in
+`rag train answerability`, as many as its shipped fit records) are left out too, so the whole pipeline can
 be measured on train data none of its trained parts saw, before anything is tried on dev.
 The corpus is the whole train corpus: retrieval must find the article among all of them.
 Usage: python scripts/heldout_squad.py OUT_DIR [--train ../shared/data/train]
@@ -13,10 +13,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from rag.answerability import load_probe
+from rag.config import Settings
 from rag.jsonl import read_jsonl
 from rag.reader import split_articles
 
-PROBE_ROWS = 800 + 200  # rows[:800] fitted the shipped probe, rows[800:1000] calibrated it
+# The shipped probe's record says how many rows of the shuffle it was fitted on (its SQuAD
+# items) and then calibrated on (the next ones): 800 + 200 for the default decoder's.
+fit = load_probe(Settings().decoder).fit
+PROBE_ROWS = fit["scored_items"] + fit["threshold_calibration"]["questions"]
 
 out = Path(sys.argv[1])
 train = Path(sys.argv[sys.argv.index("--train") + 1]) if "--train" in sys.argv else Path("../shared/data/train")

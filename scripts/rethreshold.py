@@ -16,7 +16,6 @@ import json
 import sys
 
 from evals import metrics as M
-from evals.metrics import f1_single
 from rag.prompt import is_abstention, strip_markers
 from rag.reader import AGREE, MODEL_PREFIX
 
@@ -39,7 +38,7 @@ def decoder_agrees(r) -> bool:
     reading, raw = tr.get("reader") or {}, tr.get("raw", "")
     if r["outputs"].get("model", "").startswith(MODEL_PREFIX) or not reading.get("span") or reading.get("unmatched"):
         return False
-    return bool(raw) and not is_abstention(raw) and f1_single(strip_markers(raw), reading["span"]) >= AGREE
+    return bool(raw) and not is_abstention(raw) and M.f1_single(strip_markers(raw), reading["span"]) >= AGREE
 
 
 def at(t, judge, reader_judge=None):
