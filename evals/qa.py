@@ -170,3 +170,15 @@ def summarize(records: list[dict], retrieval_only: bool) -> dict:
     out["latency_p50_s"] = M.percentile(lat, 50)
     out["latency_p95_s"] = M.percentile(lat, 95)
     return out
+
+
+def reply(record: dict) -> str | None:
+    """The answer a record's question got, or the one the gates withheld (without citation
+    markers); None when the model itself gave none. What scripts that replay other gate
+    settings over a run's records judge."""
+    from rag.prompt import strip_markers
+
+    o, trace = record["outputs"], record["outputs"]["trace"]
+    if not o["abstained"]:
+        return o["answer_plain"]
+    return strip_markers(trace["withheld_answer"]) if "withheld_answer" in trace else None

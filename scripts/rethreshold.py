@@ -16,6 +16,7 @@ import json
 import sys
 
 from evals import metrics as M
+from evals.qa import reply
 from rag.prompt import is_abstention, strip_markers
 from rag.reader import AGREE, MODEL_PREFIX
 
@@ -46,8 +47,7 @@ def at(t, judge, reader_judge=None):
     for r in recs:
         o = r["outputs"]; tr = o["trace"]; inp = r["inputs"]
         p = tr.get("answerability")
-        text = o["answer_plain"] if not o["abstained"] else (
-            strip_markers(tr["withheld_answer"]) if "withheld_answer" in tr else None)
+        text = reply(r)
         bar = reader_judge if reader_judge is not None and o.get("model", "").startswith(MODEL_PREFIX) else judge
         supported = all((v["score"] >= bar) if bar is not None else v["supported"] for v in o["verdicts"])
         gate = p is None or p >= t or agreement and decoder_agrees(r)
