@@ -4,8 +4,10 @@ The sufficiency score is P(the passages answer the question): for an answer of t
 reader (rag.reader) the logistic of its no-answer margin, for the decoder's the answerability
 probe on the decoder's own prompt state (rag.answerability), where one is shipped for the
 decoder; without it, the judge's P(the weakest claim is supported). With reranking on, the
-reranker's P(the best passage answers) joins it as a geometric mean (one near-zero signal
-sinks it). The judge's verdicts are applied separately, by the grounding policy.
+reranker's P(the best passage is relevant) caps it: the reranker can say that nothing relevant
+was found, but it is trained on relevance, not on whether an answer is there (rag.crossencoder
+reranker_pairs), so it never raises the score, and switching reranking on cannot let more
+answers through the gate. The judge's verdicts are applied separately, by the grounding policy.
 
 The threshold is fitted on labelled questions (answerable / unanswerable) to a stated
 target: the lowest threshold at which at most `target` of the unanswerable questions are
@@ -34,7 +36,7 @@ DEFAULT_THRESHOLD = 0.3
 def sufficiency(hits: Sequence[Hit], support: float, answerability: float | None = None) -> float:
     base = max(0.0, support if answerability is None else answerability)
     if hits and hits[0].stage == "reranked":
-        return math.sqrt(max(0.0, hits[0].score) * base)
+        return min(max(0.0, hits[0].score), base)
     return base
 
 

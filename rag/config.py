@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     # than retrieval order (dev squad2 recall@5 0.94 -> 0.46, docs/results.md).
     rerank: Literal["cross-encoder", "query-likelihood", "off"] = "off"
     rerank_candidates: int = Field(default=20, ge=1, le=200)
-    rerank_fusion: float = Field(default=1.0, ge=0.0, le=1.0)  # 1 = reranker order only
+    # weight of the reranker's order against retrieval's (weighted RRF); 1 = reranker order only.
+    # 0.5: alone the reranker ranks below retrieval on all three dev sets, fused it is about even
+    # (docs/results.md, session 18)
+    rerank_fusion: float = Field(default=0.5, ge=0.0, le=1.0)
     rerank_korean: Literal["skip", "query-likelihood"] = "skip"
     # What to do with answer sentences the judge finds unsupported: drop them, abstain, or
     # only record verdicts ("off" still records nothing; "report" records but keeps the text).

@@ -112,25 +112,37 @@ def other_answers(q: dict, by_doc: dict[str, list[dict]]) -> list[str]:
 
 
 def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
-    """SQuAD 2.0: question vs its own paragraph = 1; another paragraph of the same article
-    (topical hard negative) = 0; unanswerable question vs its paragraph = 0 (the case where
-    a reranker must say "on topic, but no answer here"). HotpotQA: supporting docs = 1,
-    the question's distractor docs = 0."""
+    """Relevance pairs: does this passage answer this question?
+    SQuAD 2.0 answerable questions: their own paragraph = 1; the two paragraphs BM25 ranks
+    highest among those that do not contain the answer = 0 (the negatives retrieval really
+    confuses), and one other paragraph of the same article = 0 (topical). Unanswerable questions
+    are left out: their own paragraph is on topic but holds no answer, and labelling it 0 taught
+    the first reranker (session 4) that the most topical passage is irrelevant -- it halved
+    retrieval recall; saying whether an answer is there is the readers' and the gate's job.
+    HotpotQA: supporting docs = 1, up to four of the question's distractor docs = 0."""
+    from rag.index import BM25Index
+    from rag.text import tokenize
+
     rng = random.Random(seed)
     a, b, y = [], [], []
-    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    docs = list(read_jsonl(train_dir / "squad2" / "corpus.jsonl"))
+    corpus = {d["doc_id"]: d for d in docs}
     by_article = defaultdict(list)
-    for d in corpus.values():
+    for d in docs:
         by_article[d["title"]].append(d["doc_id"])
+    bm25 = BM25Index.build(list(range(len(docs))), [tokenize(d["title"] + " " + d["text"]) for d in docs])
     for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
+        if not q["answerable"]:
+            continue
         doc = corpus[q["doc_id"]]
-        a.append(q["question"]); b.append(passage_text(doc["title"], doc["text"]))
-        y.append(1.0 if q["answerable"] else 0.0)
-        if q["answerable"]:
-            other = [i for i in by_article[doc["title"]] if i != doc["doc_id"]]
-            if other:
-                neg = corpus[rng.choice(other)]
-                a.append(q["question"]); b.append(passage_text(neg["title"], neg["text"])); y.append(0.0)
+        a.append(q["question"]); b.append(passage_text(doc["title"], doc["text"])); y.append(1.0)
+        has_answer = lambda d: any(ans.lower() in d["text"].lower() for ans in q["answers"])  # noqa: E731
+        hard = [docs[i] for i, _ in bm25.search(tokenize(q["question"]), 12)
+                if docs[i]["doc_id"] != doc["doc_id"] and not has_answer(docs[i])][:2]
+        topical = [corpus[i] for i in by_article[doc["title"]]
+                   if i != doc["doc_id"] and not has_answer(corpus[i]) and corpus[i] not in hard]
+        for neg in hard + ([rng.choice(topical)] if topical else []):
+            a.append(q["question"]); b.append(passage_text(neg["title"], neg["text"])); y.append(0.0)
     hcorpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "hotpotqa" / "corpus.jsonl")}
     for q in read_jsonl(train_dir / "hotpotqa" / "qa.jsonl"):
         gold = set(q["supporting_doc_ids"])
@@ -195,6 +207,8 @@ def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: in
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
+    from rag.models import cpu_has_bf16
+
     torch.set_num_threads(threads)
     model = base_model(max_length)
     if init is not None:
@@ -209,7 +223,9 @@ def train(pairs: Pairs, out_dir: Path, work_dir: Path, max_steps: int, batch: in
     args = CrossEncoderTrainingArguments(
         output_dir=str(work_dir), max_steps=max_steps, per_device_train_batch_size=batch, learning_rate=lr,
         warmup_steps=max(1, max_steps // 20), lr_scheduler_type="linear", save_steps=save_steps,
-        save_total_limit=2, logging_steps=10, seed=0, data_seed=0, bf16=True, use_cpu=True,
+        save_total_limit=2, logging_steps=10, seed=0, data_seed=0, use_cpu=True,
+        # bf16 autocast only where the CPU computes bf16 natively; elsewhere it is emulated and slower
+        bf16=cpu_has_bf16(),
         dataloader_num_workers=0, report_to="none", disable_tqdm=False)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=BinaryCrossEntropyLoss(model))
     last = _last_checkpoint(work_dir)

@@ -24,9 +24,10 @@ def test_fit_threshold_meets_target_and_keeps_coverage():
     assert fit_threshold([0.9, -1.0], [True, False], 0.0) == 0.0  # model-abstained items never count
 
 
-def test_sufficiency_combines_rerank_and_support():
+def test_sufficiency_lets_the_reranker_veto_but_never_vouch():
     c = Chunk(1, "d", "x", 0, 1, 0)
-    assert abs(sufficiency([Hit(c, 0.25, "reranked")], 1.0) - 0.5) < 1e-9
+    assert sufficiency([Hit(c, 0.25, "reranked")], 1.0) == 0.25  # nothing relevant found: sinks it
+    assert sufficiency([Hit(c, 0.95, "reranked")], 0.4) == 0.4  # relevant is not "answers": no lift
     assert sufficiency([Hit(c, 0.016, "fused")], 0.8) == 0.8  # no reranker: support alone
 
 

@@ -100,3 +100,29 @@ def test_reranker_pairs_do_not_depend_on_the_hash_seed():
                               capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed}
                               ).stdout.strip() for seed in ("1", "2")}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+
+
+def test_reranker_pairs_label_relevance_not_answerability():
+    """The reranker learns "this passage answers this question": a SQuAD negative's text never
+    holds one of the question's answers (a false negative would teach it to bury the right passage),
+    and unanswerable questions are not paired at all (their own, on-topic paragraph labelled
+    irrelevant is what made the first reranker halve recall)."""
+    from rag.crossencoder import reranker_pairs
+    from rag.jsonl import read_jsonl
+    from tests.conftest import SHARED_DATA
+
+    train = SHARED_DATA / "train"
+    if not (train / "squad2").exists():
+        pytest.skip("shared train data not present")
+    rows = list(read_jsonl(train / "squad2" / "qa.jsonl"))
+    answers: dict[str, list[str]] = {}  # a question text may be asked of two paragraphs
+    for q in rows:
+        if q["answerable"]:
+            answers.setdefault(q["question"], []).extend(q["answers"])
+    p = reranker_pairs(train)
+    seen = [(a, b, y) for a, b, y in zip(p.a, p.b, p.label) if a in {q["question"] for q in rows}]
+    assert seen and all(a in answers for a, _, _ in seen)
+    negatives = [(a, b) for a, b, y in seen if y == 0.0]
+    assert len(negatives) >= 2 * sum(y for _, _, y in seen)  # hard and topical negatives for most
+    text = lambda b: b.split(": ", 1)[1].lower()  # noqa: E731 - the passage after its title
+    assert not [a for a, b in negatives if any(ans.lower() in text(b) for ans in answers[a])]
