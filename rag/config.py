@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     # rerank: our cross-encoder over the top `rerank_candidates` fused hits, "off", or the
     # decoder's query likelihood. Korean questions: MiniLM cannot read Hangul, so "skip"
     # keeps retrieval order (or "query-likelihood" uses the decoder, slower).
-    # Off by default: the shipped 90-step cross-encoder is under-trained and measured worse
-    # than retrieval order (dev squad2 recall@5 0.94 -> 0.46, docs/results.md).
+    # Off by default: even retrained (session 18) the cross-encoder ranks below retrieval order
+    # alone and about even fused with it, for ~1 s per query (docs/results.md).
     rerank: Literal["cross-encoder", "query-likelihood", "off"] = "off"
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     # weight of the reranker's order against retrieval's (weighted RRF); 1 = reranker order only.

@@ -116,9 +116,9 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
     SQuAD 2.0 answerable questions: their own paragraph = 1; the two paragraphs BM25 ranks
     highest among those that do not contain the answer = 0 (the negatives retrieval really
     confuses), and one other paragraph of the same article = 0 (topical). Unanswerable questions
-    are left out: their own paragraph is on topic but holds no answer, and labelling it 0 taught
-    the first reranker (session 4) that the most topical passage is irrelevant -- it halved
-    retrieval recall; saying whether an answer is there is the readers' and the gate's job.
+    are left out: their own paragraph is on topic but holds no answer, and labelling it 0 (as the
+    first reranker's pairs did, session 4) teaches that the most topical passage is irrelevant;
+    saying whether an answer is there is the readers' and the gate's job.
     HotpotQA: supporting docs = 1, up to four of the question's distractor docs = 0."""
     from rag.index import BM25Index
     from rag.text import tokenize
@@ -139,8 +139,8 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
         has_answer = lambda d: any(ans.lower() in d["text"].lower() for ans in q["answers"])  # noqa: E731
         hard = [docs[i] for i, _ in bm25.search(tokenize(q["question"]), 12)
                 if docs[i]["doc_id"] != doc["doc_id"] and not has_answer(docs[i])][:2]
-        topical = [corpus[i] for i in by_article[doc["title"]]
-                   if i != doc["doc_id"] and not has_answer(corpus[i]) and corpus[i] not in hard]
+        taken = {doc["doc_id"]} | {d["doc_id"] for d in hard}
+        topical = [corpus[i] for i in by_article[doc["title"]] if i not in taken and not has_answer(corpus[i])]
         for neg in hard + ([rng.choice(topical)] if topical else []):
             a.append(q["question"]); b.append(passage_text(neg["title"], neg["text"])); y.append(0.0)
     hcorpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "hotpotqa" / "corpus.jsonl")}

@@ -15,8 +15,8 @@ DEFAULT_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train
 # continuing from the previous stage's adapter. The judge's are small because the CPU was
 # shared and one step of 16 pairs took 12-25 s on one thread; its stage 2 was added after
 # stage 1 alone reached only 0.69 balanced accuracy (its loss had just begun to fall). The
-# reranker's is one pass over its pairs (1,123 steps of 16; ~3 s a step on two threads):
-# its first schedule, 90 steps, left it at the loss of its label prior.
+# reranker's is one pass over its pairs (1,120 steps of 16 = 17,920 of its 17,973 pairs; ~3 s
+# a step on two threads): its first schedule, 90 steps, left it at the loss of its label prior.
 DEFAULTS = {"reranker": dict(stages=[(1120, 3e-4)], batch=16, max_length=192),
             "judge": dict(stages=[(100, 5e-4), (70, 1e-3)], batch=16, max_length=160)}
 

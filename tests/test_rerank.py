@@ -106,7 +106,7 @@ def test_reranker_pairs_label_relevance_not_answerability():
     """The reranker learns "this passage answers this question": a SQuAD negative's text never
     holds one of the question's answers (a false negative would teach it to bury the right passage),
     and unanswerable questions are not paired at all (their own, on-topic paragraph labelled
-    irrelevant is what made the first reranker halve recall)."""
+    irrelevant teaches a reranker that the most topical passage is the wrong one)."""
     from rag.crossencoder import reranker_pairs
     from rag.jsonl import read_jsonl
     from tests.conftest import SHARED_DATA
@@ -119,8 +119,9 @@ def test_reranker_pairs_label_relevance_not_answerability():
     for q in rows:
         if q["answerable"]:
             answers.setdefault(q["question"], []).extend(q["answers"])
+    questions = {q["question"] for q in rows}
     p = reranker_pairs(train)
-    seen = [(a, b, y) for a, b, y in zip(p.a, p.b, p.label) if a in {q["question"] for q in rows}]
+    seen = [(a, b, y) for a, b, y in zip(p.a, p.b, p.label) if a in questions]
     assert seen and all(a in answers for a, _, _ in seen)
     negatives = [(a, b) for a, b, y in seen if y == 0.0]
     assert len(negatives) >= 2 * sum(y for _, _, y in seen)  # hard and topical negatives for most
