@@ -36,7 +36,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def p(values, q):
-    from evals.metrics import percentile
+    from rag.metrics import percentile
 
     return percentile(values, q)
 
@@ -54,12 +54,12 @@ def corpus_texts(n: int) -> list[str]:
 
 
 def bench_embed(settings: Settings, repeats: int, n: int) -> list[dict]:
-    from rag.embed import make_embedder
+    from rag.models.embed import make_embedder
 
     texts = corpus_texts(n)
     rows = []
     for name in ("e5", "minilm"):
-        emb = make_embedder(name, settings.threads, settings.embed_batch)
+        emb = make_embedder(name, settings.threads)
         emb.embed_passages(texts[:4])  # load and warm up
         runs = timed(lambda: emb.embed_passages(texts), repeats)
         med = statistics.median(runs)
@@ -96,7 +96,7 @@ def bench_ingest(settings: Settings, repeats: int, n: int) -> dict:
 
 
 def bench_search(sizes: list[int], queries: int = 200) -> list[dict]:
-    from rag.index import BM25Index, FaissIndex
+    from rag.store.index import BM25Index, FaissIndex
 
     rng = np.random.default_rng(0)
     rows = []
@@ -133,7 +133,7 @@ def timed_each(fn, items) -> list[float]:
 
 def bench_prompt():
     """The question, passages and prompt every decoder stage is timed on: (question, hits, messages)."""
-    from rag.prompt import build_messages
+    from rag.answer.prompt import build_messages
     from rag.types import Chunk, Hit
 
     hits = [Hit(Chunk(i, "d", t, 0, len(t), 0, f"s{i}", ""), 1.0, "fused") for i, t in enumerate(corpus_texts(4))]
@@ -169,11 +169,11 @@ def time_decoder(gen, repeats: int) -> dict:
 
 def bench_dtype(settings: Settings, repeats: int) -> dict:
     """The decoder in bfloat16 and in float32 on this CPU, one after the other in this run: the
-    measurement behind RAG_DTYPE=auto (rag.models.compute_dtype), which picks bfloat16 only
+    measurement behind RAG_DTYPE=auto (rag.models.weights.compute_dtype), which picks bfloat16 only
     where the CPU has bf16 instructions."""
     import torch
 
-    from rag.models import compute_dtype
+    from rag.models.weights import compute_dtype
     from rag.pipeline import RagService
 
     rows = []
@@ -189,15 +189,13 @@ def bench_dtype(settings: Settings, repeats: int) -> dict:
 
 def bench_answer(settings: Settings, repeats: int) -> list[dict]:
     """One answer with its grounding check on the same prompt, each way the service can answer
-    an English question: the reader's span (the default), the decoder's greedy phrase, and answer
-    selection (RAG_BRANCHES when above 1, else 3): what a user waits for after retrieval."""
+    an English question: the reader's span (the default) and the decoder's greedy phrase: what a
+    user waits for after retrieval."""
+    from rag.answer.prompt import MAX_NEW_TOKENS
     from rag.pipeline import RagService
 
     question, hits, msgs = bench_prompt()
-    branches = settings.branches if settings.branches > 1 else 3
-    # One service, one set of loaded models for every way (the branch count only matters to
-    # selection; the second reader, opt-in, is built so that its path can be timed).
-    svc = RagService(settings.model_copy(update={"branches": branches, "reader_confirm": True}))
+    svc = RagService(settings)
     if svc.verifier is None:
         return []  # RAG_VERIFY=off: no check to time
 
@@ -206,16 +204,13 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
         svc.verifier.verify(question, spans[0].text if spans else "", (), hits)
 
     def by_decoder(_):
-        svc.verifier.verify(question, svc.generator.generate(msgs, settings.max_new_tokens).text, (), hits)
-
-    def by_selection(_):
-        svc.verifier.verify(question, svc.select_answer(question, msgs, hits, {}), (), hits)
+        svc.verifier.verify(question, svc.generator.generate(msgs, MAX_NEW_TOKENS).text, (), hits)
 
     ways = [("decoder, greedy", by_decoder)]
     if svc.reader is not None:
         ways.insert(0, ("reader span", by_reader))
         if len(svc.reader.load()) > 1:  # what the ensemble costs over its first member alone
-            from rag.reader import WEIGHTS, Reader
+            from rag.answer.reader import WEIGHTS, Reader
 
             first = Reader(svc.reader.model_dir, threads=settings.threads, members=(WEIGHTS,), dtype=settings.dtype)
 
@@ -224,17 +219,6 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
                 svc.verifier.verify(question, spans[0].text if spans else "", (), hits)
 
             ways.insert(1, ("reader span, first member only", by_first_member))
-        if svc.second_reader is not None:  # the opt-in path of an unsure span (RAG_READER_CONFIRM)
-
-            def by_confirmed(_):
-                texts = [h.chunk.text for h in hits]
-                pair = svc.reader.reading(question, texts)
-                svc.second_reader.reading(question, texts)
-                svc.verifier.verify(question, pair.span.text if pair.span else "", (), hits)
-
-            ways.insert(1, ("reader span, confirmed by the e5 reader", by_confirmed))
-    if svc.selects_answers(question):  # needs a support probe for this decoder
-        ways.append((f"decoder, {branches} branches", by_selection))
     out = []
     for name, answer in ways:
         answer(None)  # load + warm up
@@ -261,14 +245,14 @@ def load_cost(model: str) -> dict:
 
     from rag.pipeline import RagService
 
-    svc = RagService(Settings().model_copy(update={"reader_confirm": True}))
+    svc = RagService(Settings())
     question, hits, msgs = bench_prompt()
     texts = [h.chunk.text for h in hits]
     before, _ = resident_mb()
     if model == "decoder":
         svc.generator.generate(msgs, 4)
     else:
-        (svc.reader if model == "reader pair" else svc.second_reader).read(question, texts)
+        svc.reader.read(question, texts)
     after, peak = resident_mb()
     return {"model": model, "resident_mb": after - before, "peak_mb": peak - before}
 
@@ -280,11 +264,11 @@ def bench_memory() -> list[dict]:
 
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1, maxtasksperchild=1) as pool:
-        return [pool.apply(load_cost, (m,)) for m in ("reader pair", "e5 reader (RAG_READER_CONFIRM)", "decoder")]
+        return [pool.apply(load_cost, (m,)) for m in ("reader pair", "decoder")]
 
 
 def run(settings: Settings, args) -> dict:
-    from rag.models import set_threads
+    from rag.models.weights import set_threads
 
     threads = set_threads(settings.threads)
     sizes = [1000, 5000] if args.quick else [int(x) for x in args.sizes.split(",")]
@@ -353,12 +337,8 @@ def render(r: dict) -> str:
         lines += [f"| {a['answer']} | {a['p50_s']:.2f} | {a['max_s']:.2f} | {a['p50_s'] / base:.2f}x |"
                   for a in r["answer"]]
         lines += ["", "The reader's span (English default: two readers' logits averaged; the first alone "
-                  "for comparison) skips decoding; its check pays one prefill of the prompt. With "
-                  "RAG_READER_CONFIRM=true, a span the pair is unsure of is also read by the e5 reader. "
-                  "The decoder's "
-                  "replies are checked behind the prompt's cached keys and values; "
-                  "answer selection also decodes its replies in one batch and reads each reply's support "
-                  "(off by default: it did not raise F1 on dev, docs/results.md).", ""]
+                  "for comparison) skips decoding; its check pays one prefill of the prompt. The decoder's "
+                  "replies are checked behind the prompt's cached keys and values.", ""]
     if r.get("memory"):
         lines += ["## Memory", "", "Resident memory each model adds, loaded and used once in a process of its own "
                   "and still held by the service (measured from after the imports and the service all of them need):", "",

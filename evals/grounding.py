@@ -1,6 +1,6 @@
 """Grounding metrics for `rag eval qa` (a METRIC_HOOKS entry of evals.qa) and its HTML report.
 
-From the verdicts and trace each answer carries (rag.verify, rag.calibrate):
+From the verdicts and trace each answer carries (rag.answer.verify, rag.answer.abstain):
 - hallucination_rate: share of answered questions with any claim the judge finds unsupported;
 - faithfulness: mean share of supported claims over answered questions;
 - citation_precision: share of the answers' citations whose passage supports a claim citing it;

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evals.qa import load_done, subset
 from rag.jsonl import read_jsonl
-from rag.state_judge import passage_hit
+from rag.answer.judge import passage_hit
 from rag.types import EvalRecord
 
 

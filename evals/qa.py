@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evals import metrics as M
+from rag import metrics as M
 from rag.config import Settings
 from rag.errors import InputError
 from rag.jsonl import read_jsonl
@@ -120,7 +120,7 @@ def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: b
         outputs: dict = {"retrieved": sources}
     if not retrieval_only:
         answer = svc.ask(item["question"], collection)
-        from rag.prompt import strip_markers
+        from rag.answer.prompt import strip_markers
 
         text = "" if answer.abstained else strip_markers(answer.text)
         outputs = {
@@ -176,7 +176,7 @@ def reply(record: dict) -> str | None:
     """The answer a record's question got, or the one the gates withheld (without citation
     markers); None when the model itself gave none. What scripts that replay other gate
     settings over a run's records judge."""
-    from rag.prompt import strip_markers
+    from rag.answer.prompt import strip_markers
 
     o, trace = record["outputs"], record["outputs"]["trace"]
     if not o["abstained"]:

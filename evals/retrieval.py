@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evals import metrics as M
+from rag import metrics as M
 from evals.qa import prepare, read_jsonl, subset
 from rag.config import Settings
 

@@ -1,7 +1,7 @@
 """`rag eval sql`: text-to-SQL execution accuracy on folders of SQLite databases.
 
 DIR holds one folder per database: db.sqlite and questions.jsonl ({"qid","question",
-"gold_sql"}). For each question the SQL agent (rag.sql) writes, validates and runs a query
+"gold_sql"}). For each question the SQL agent (rag.sql.agent) writes, validates and runs a query
 on a read-only connection; the gold query runs on the same kind of connection. A prediction
 is correct when its rows equal the gold rows as a multiset (as a list when the gold query
 has an ORDER BY), with the columns in any order as in Spider's execution accuracy; the
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evals import metrics as M
+from rag import metrics as M
 from evals.qa import load_done, subset
 from rag.config import Settings
 from rag.errors import InputError
+from rag.sql.agent import MAX_NEW_TOKENS
 from rag.jsonl import read_jsonl
 
 EVAL_MAX_ROWS = 100_000
@@ -74,7 +75,8 @@ def file_state(path: Path) -> tuple[str, int]:
 
 
 def make_generator(settings: Settings):
-    from rag.generate import HFGenerator, ScriptedGenerator
+    from rag.answer.prompt import ScriptedGenerator
+    from rag.models.decoder import HFGenerator
 
     if settings.backend == "fake":
         return ScriptedGenerator()
@@ -93,9 +95,9 @@ def load_items(data: Path) -> list[dict]:
 
 
 def run(settings: Settings, args, generator=None) -> dict:
-    from rag.sql import SqlAgent
-    from rag.sql_exec import QueryError, ReadOnlyDatabase
-    from rag.sql_schema import introspect
+    from rag.sql.agent import SqlAgent
+    from rag.sql.execute import QueryError, ReadOnlyDatabase
+    from rag.sql.schema import introspect
 
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,7 @@ def run(settings: Settings, args, generator=None) -> dict:
                 gold_rows = list(db.execute(it["gold_sql"]).rows)
             except QueryError as e:
                 gold_error = str(e)
-            outcome = SqlAgent(gen, db, schema, settings.sql_max_new_tokens).run(it["question"])
+            outcome = SqlAgent(gen, db, schema).run(it["question"])
             final = outcome.final
             pred_rows = list(final.result.rows) if final is not None else None
             ordered = gold_orders(it["gold_sql"])
@@ -168,7 +170,7 @@ def run(settings: Settings, args, generator=None) -> dict:
         "gold_errors": sum(r["gold_error"] is not None for r in recs),
         "latency_p50_s": M.percentile(lat, 50), "latency_p95_s": M.percentile(lat, 95),
         "per_db": per_db, "model": getattr(gen, "name", ""),
-        "max_new_tokens": settings.sql_max_new_tokens, "limit": getattr(args, "limit", None),
+        "max_new_tokens": MAX_NEW_TOKENS, "limit": getattr(args, "limit", None),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -177,7 +179,7 @@ def run(settings: Settings, args, generator=None) -> dict:
 def _rescore_old(recs: list[dict], items: list[dict], settings: Settings) -> bool:
     """Records written before both scores were kept hold one strict `correct`: re-run their
     validated SQL and the gold SQL (read-only, milliseconds, no model) to fill in both."""
-    from rag.sql_exec import QueryError, ReadOnlyDatabase
+    from rag.sql.execute import QueryError, ReadOnlyDatabase
 
     paths = {it["qid"]: it["db_path"] for it in items}
     old = [r for r in recs if "correct_strict" not in r]

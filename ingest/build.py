@@ -17,14 +17,16 @@ from tqdm import tqdm
 
 from ingest.chunk import split_document
 from ingest.load import LoadError, load_paths
-from rag.collection import NewDocument, apply_changes, check_name, collection_lock
+from rag.store.collection import NewDocument, apply_changes, check_name, collection_lock
 from rag.config import Settings
-from rag.embed import Embedder
-from rag.graph import extraction
+from rag.models.embed import Embedder
+from rag.store.graph import extraction
 from rag.errors import InputError, NotFoundError
-from rag.store import DocumentRow, Store
+from rag.store.metadata import DocumentRow, Store
 from rag.text import tokenize
 from rag.types import Document
+
+EMBED_BATCH = 32  # chunks per embedder call, and per progress update
 
 
 @dataclass
@@ -104,7 +106,7 @@ def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: li
         report.errors = errors
         new_docs = [(d, split_document(d, settings.chunk_size, settings.chunk_overlap)) for d in todo]
         texts = [c.text for _, cs in new_docs for c in cs]
-        vectors = embed_with_progress(embedder, texts, settings.embed_batch, progress, notify)
+        vectors = embed_with_progress(embedder, texts, EMBED_BATCH, progress, notify)
         items, pos = [], 0
         for d, cs in new_docs:
             items.append(NewDocument(d, cs, vectors[pos:pos + len(cs)], [tokenize(c.text) for c in cs]))

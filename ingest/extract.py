@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from rag.entities import entity_key, mentions, sentences
-from rag.graph import Facts
+from rag.store.graph import Facts
 from rag.text import STOPWORDS
 from rag.types import Chunk, Triple
 

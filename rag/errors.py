@@ -1,6 +1,6 @@
 """One error base for the project. Each subclass also subclasses the matching builtin so
 callers can catch either, and carries a message a user can act on. The REST API maps
-these to HTTP statuses in one place (rag.api)."""
+these to HTTP statuses in one place (rag.api.app)."""
 
 
 class RagError(Exception):

@@ -1,28 +1,36 @@
-"""The question-answering pipeline, and the service object that owns its parts.
+"""The use cases (ingest is ingest/build.py; search and ask are here), and the service object
+that owns their parts.
 
-`RagService` is built once per process (CLI command, API lifespan) from Settings and
-loads each model lazily on first use. `ask()` reads like the diagram in docs/design.md:
-retrieve -> (rerank) -> gate -> reader's span, or prompt -> generate -> citations -> (verify) -> Answer."""
+`RagService` is built once per process (CLI command, API lifespan) from Settings and loads
+each model lazily on first use (or all at once with `warm()`). `ask_stream` reads like the
+diagram in docs/design.md, one call per stage:
+database route -> retrieve -> relevance gate -> reader's span, or decoder -> citations,
+grounding check and abstention -> Answer."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from rag.collection import IndexCache
+from rag.answer.abstain import DEFAULT_THRESHOLD, ground, threshold_for
+from rag.answer.prompt import (MAX_NEW_TOKENS, ScriptedGenerator, abstain_message, best_quote, build_messages,
+                               is_abstention, parse_citations, strip_markers)
 from rag.config import Settings
-from rag.embed import Embedder, make_embedder
 from rag.errors import InputError
-from rag.generate import Generator, HFGenerator, ScriptedGenerator
-from rag.prompt import abstain_message, build_messages, is_abstention, parse_citations, strip_markers
-from rag.retrieve import HybridRetriever
-from rag.store import Store
+from rag.models.decoder import Generator, HFGenerator
+from rag.models.embed import Embedder, make_embedder
+from rag.models.weights import ADAPTERS_DIR
+from rag.retrieve.hybrid import HybridRetriever
+from rag.retrieve.rerank import CANDIDATES as RERANK_CANDIDATES
+from rag.sql.registry import ask_database
+from rag.store.collection import IndexCache
+from rag.store.metadata import Store
 from rag.text import is_korean, tokenize
 from rag.types import Answer, Citation, Hit
 
-
 RANKED = 10  # how many ranked passages an answer's trace keeps
+NO_PASSAGE = "retrieval found no passage sharing a content word with the question"
 
 
 class RagService:
@@ -33,13 +41,13 @@ class RagService:
         self.indexes = IndexCache(settings.data_dir)
         self._embedders: dict[str, Embedder] = {}
         self._generator: Generator | None = None
-        self._lazy: dict[str, object] = {}  # reranker, verifier: built on first use (None = off)
+        self._lazy: dict[str, object] = {}  # reranker, verifier, probe, reader: built on first use (None = off)
 
     # -- components (lazy) -----------------------------------------------------------------
     def embedder(self, name: str | None = None) -> Embedder:
         name = name or self.settings.effective_embedder()
         if name not in self._embedders:
-            self._embedders[name] = make_embedder(name, self.settings.threads, self.settings.embed_batch)
+            self._embedders[name] = make_embedder(name, self.settings.threads)
         return self._embedders[name]
 
     @property
@@ -58,82 +66,60 @@ class RagService:
         col = self.store.get_collection(collection)
         idx = self.indexes.get(col)
         base = HybridRetriever(idx, self.embedder(col.embedder), lambda ids: self.store.chunks(collection, ids),
-                               self.settings.candidates, self.settings.rrf_k,
-                               "hybrid" if mode in ("auto", "graph") else mode)
+                               mode="hybrid" if mode in ("auto", "graph") else mode)
         if mode == "graph" or (mode == "auto" and self.settings.graph):
-            from rag.graph_retrieve import GraphRetriever
+            from rag.retrieve.graph import GraphRetriever
 
             return GraphRetriever(base, idx.extras["graph"], always=mode == "graph", head=self.settings.top_k)
         return base
 
+    def _component(self, name: str, build):
+        if name not in self._lazy:
+            self._lazy[name] = build()
+        return self._lazy[name]
+
     @property
     def reranker(self):
-        if "reranker" not in self._lazy:
-            from rag.rerank import make_reranker
+        from rag.retrieve.rerank import make_reranker
 
-            self._lazy["reranker"] = make_reranker(self.settings, lambda: self.generator)
-        return self._lazy["reranker"]
+        return self._component("reranker", lambda: make_reranker(self.settings))
 
     @property
     def verifier(self):
-        if "verifier" not in self._lazy:
-            from rag.verify import make_verifier
+        from rag.answer.verify import make_verifier
 
-            self._lazy["verifier"] = make_verifier(self.settings, self.generator)
-        return self._lazy["verifier"]
+        return self._component("verifier", lambda: make_verifier(self.settings, self.generator))
 
     @property
     def answerability(self):
-        """The answerability probe fitted on the current decoder (rag.answerability), or None."""
-        if "answerability" not in self._lazy:
-            from rag.answerability import load_probe
+        """The answerability probe fitted on the current decoder (rag.answer.answerability), or None."""
+        from rag.answer.answerability import load_probe
 
-            on = self.settings.answerability == "probe" and self.settings.backend != "fake"
-            self._lazy["answerability"] = load_probe(self.generator.name) if on else None
-        return self._lazy["answerability"]
+        return self._component("answerability", lambda: None if self.settings.backend == "fake"
+                               else load_probe(self.generator.name))
 
     @property
     def reader(self):
-        """The extractive reader (rag.reader) when English questions are read by it first, or None."""
-        if "reader" not in self._lazy:
-            reader = None
-            if self.settings.backend != "fake" and self.settings.answerer == "reader-first":
-                from rag.reader import Reader
+        """The extractive reader (rag.answer.reader) that reads English questions first, or None."""
+        def build():
+            if self.settings.backend == "fake":
+                return None
+            from rag.answer.reader import Reader
 
-                reader = Reader(threads=self.settings.threads, dtype=self.settings.dtype)
-            self._lazy["reader"] = reader
-        return self._lazy["reader"]
+            return Reader(threads=self.settings.threads, dtype=self.settings.dtype)
 
-    @property
-    def second_reader(self):
-        """The reader of another encoder that may confirm the first one's unsure span
-        (rag.reader.confirms), or None: RAG_READER_CONFIRM off, or no weights shipped."""
-        if "second_reader" not in self._lazy:
-            second = None
-            if self.reader is not None and self.settings.reader_confirm and self.settings.backend != "fake":
-                from rag.reader import WEIGHTS, Reader, second_path
+        return self._component("reader", build)
 
-                if (second_path() / WEIGHTS).exists():
-                    second = Reader(second_path(), threads=self.settings.threads, members=(WEIGHTS,),
-                                    dtype=self.settings.dtype)
-            self._lazy["second_reader"] = second
-        return self._lazy["second_reader"]
-
-    def second_opinion(self):
-        """The second reader and the P(answerable) at which it confirms (RAG_READER_CONFIRM_THRESHOLD,
-        else the value fitted with it; None, not fitted: it confirms nothing), or (None, None)."""
-        second = self.second_reader
-        if second is None:
-            return None, None
-        threshold = self.settings.reader_confirm_threshold
-        return second, (second.target_threshold if threshold is None else threshold)
-
-    def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
-        """Rerank the first `rerank_candidates` retrieved hits; the rest keep retrieval order."""
-        n = self.settings.rerank_candidates
-        if self.reranker is None or not hits:
-            return hits[:k]
-        return (self.reranker.rerank(question, hits[:n], min(n, len(hits))) + hits[n:])[:k]
+    def warm(self) -> None:
+        """Load every model now (the API's lifespan): lazy first use from two request threads
+        at once would race, and the first question should not pay for loading."""
+        for name in {self.settings.effective_embedder(), *(c.embedder for c in self.store.collections())}:
+            self.embedder(name).embed_query("warm up")
+        tokenize("warm up 준비")  # the Korean morphology model behind BM25 takes seconds to load
+        if hasattr(self.generator, "load"):
+            self.generator.load()
+        if self.reader is not None:
+            self.reader.load()
 
     # -- use cases -------------------------------------------------------------------------
     def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:
@@ -144,11 +130,18 @@ class RagService:
         """The full pipeline's ranking of passages (every retrieval stage that is enabled).
         `trace` receives the retriever's explanation (e.g. the graph router's choice)."""
         retriever = self.retriever(collection)
-        depth = max(k, self.settings.rerank_candidates) if self.settings.rerank != "off" else k
+        depth = max(k, RERANK_CANDIDATES) if self.reranker is not None else k
         hits = self.rerank(question, retriever.retrieve(question, depth), k)
         if trace is not None:
             trace.update(getattr(retriever, "trace", {}))
         return hits
+
+    def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
+        """Rerank the first RERANK_CANDIDATES retrieved hits; the rest keep retrieval order."""
+        n = RERANK_CANDIDATES
+        if self.reranker is None or not hits:
+            return hits[:k]
+        return (self.reranker.rerank(question, hits[:n], min(n, len(hits))) + hits[n:])[:k]
 
     def ask(self, question: str, collection: str) -> Answer:
         answer = None
@@ -159,130 +152,92 @@ class RagService:
         return answer
 
     def ask_stream(self, question: str, collection: str) -> Iterator[str | Answer]:
-        """Yields answer text pieces as the decoder writes them, then the final Answer."""
+        """Yields answer text pieces as they are written, then the final Answer."""
         question = self.check_question(question)
-        # A collection with a registered SQL database answers table questions from it (rag.sql);
-        # "both" tries the database first and falls back to the documents when it finds nothing.
-        from rag.sql_registry import answer_from_database, database_route
-
-        if (db_route := database_route(self, question, collection)) != "documents":
-            db_answer = answer_from_database(self, question, collection)
-            if db_answer is not None and (not db_answer.abstained or db_route == "database"):
-                yield db_answer
-                return
-        s = self.settings
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        # Rank more than the decoder sees: the tail feeds recall metrics and the trace.
-        route: dict = {}
-        ranked = self.rank(question, collection, max(s.top_k, RANKED), route)
-        hits = ranked[: s.top_k]
-        timings["retrieve_s"] = time.perf_counter() - t0
-        trace: dict = {"retrieved": [h.chunk.id for h in ranked],
-                       "retrieved_sources": [h.chunk.source for h in ranked], **route}
-        from rag.calibrate import threshold_for
-
-        probe = self.answerability
-        reader_first = self.reader is not None and not is_korean(question)
-        trace["abstain_threshold"] = threshold_for(s, self.store, collection, probe, reader_first)
-        model = self.generator.name
-        if not relevant(question, hits):
-            trace["abstain_reason"] = "retrieval found no passage sharing a content word with the question"
-            timings["total_s"] = time.perf_counter() - t0
-            yield Answer(question, abstain_message(question), (), tuple(hits), True, model, timings, trace=trace)
+        db_answer = ask_database(self, question, collection)  # only collections with a registered database
+        if db_answer is not None:
+            yield db_answer
             return
-        messages = build_messages(question, hits)
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        hits, trace = self.retrieve(question, collection)
+        timings["retrieve_s"] = time.perf_counter() - t0
+        if not relevant(question, hits):
+            trace["abstain_reason"] = NO_PASSAGE
+            timings["total_s"] = time.perf_counter() - t0
+            yield Answer(question, abstain_message(question), (), tuple(hits), True, self.generator.name, timings,
+                         trace=trace)
+            return
         t1 = time.perf_counter()
-        span = self.read(question, hits, trace) if reader_first else None
+        span = self.read(question, hits, trace)  # English: the extractive reader's span, when it is sure
         if span is not None:
-            model = self.reader.name  # who wrote the answer (the decoder still checks it)
-            raw = span.cited
+            model, raw = self.reader.name, span.cited
             timings["ttft_s"] = time.perf_counter() - t1
             yield raw
-        elif self.selects_answers(question):
-            raw = self.select_answer(question, messages, hits, trace)
-            timings["ttft_s"] = time.perf_counter() - t1  # the chosen reply comes whole
-            yield raw
         else:
-            pieces = []
-            tap = {"tap_layer": probe.layer} if probe else {}  # generators without a probe keep the plain call
-            for piece in self.generator.stream(messages, s.max_new_tokens, **tap):
-                if not isinstance(piece, str):  # the decoder's prompt state, for the probe
-                    trace["answerability"] = probe.score(piece)
-                    continue
-                if not pieces:
-                    timings["ttft_s"] = time.perf_counter() - t1
-                pieces.append(piece)
-                yield piece
-            raw = "".join(pieces).strip()
+            model = self.generator.name
+            raw = yield from self.generate(question, hits, trace, timings, t1)
         timings["generate_s"] = time.perf_counter() - t1
         trace["raw"] = raw
-        answer = self.finish(question, raw, hits, model, timings, trace)
+        answer = self.finish(question, raw, hits, model, timings, trace)  # citations, check, abstention
         timings["total_s"] = time.perf_counter() - t0
         yield answer
 
-    def selects_answers(self, question: str) -> bool:
-        """Answer selection runs where the support probe can judge the candidates: English
-        questions, a decoder that can branch, a state judge shipped for it."""
-        return (self.settings.branches > 1 and not is_korean(question) and hasattr(self.generator, "branch")
-                and self.verifier is not None and self.verifier.state_judge is not None)
+    # -- stages ----------------------------------------------------------------------------
+    def retrieve(self, question: str, collection: str) -> tuple[list[Hit], dict]:
+        """The passages the answer is made from, and the trace that starts with them. More are
+        ranked than read: the tail feeds recall metrics and the trace."""
+        route: dict = {}
+        ranked = self.rank(question, collection, max(self.settings.top_k, RANKED), route)
+        trace: dict = {"retrieved": [h.chunk.id for h in ranked],
+                       "retrieved_sources": [h.chunk.source for h in ranked], **route}
+        reader_first = self.reader is not None and not is_korean(question)
+        trace["abstain_threshold"] = threshold_for(self.settings, self.store, collection, self.answerability,
+                                                   reader_first)
+        return ranked[: self.settings.top_k], trace
 
     def read(self, question: str, hits: list[Hit], trace: dict):
-        """The reader's best span (rag.reader.Span) when it prefers it to "no answer" by
-        reader_threshold, else None and the decoder answers. Why reader first: on SQuAD-style
-        single-passage questions its span beats the 0.5B decoder's phrase (dev answer-all F1
-        0.567 vs 0.467) and needs no decoding; questions that need several passages read
-        together (HotpotQA) get low margins and go on to the decoder (docs/results.md).
-        A span whose sentence (one either side) lacks a name or number of the question goes to
-        the decoder too (rag.reader.unmatched_names: SQuAD 2.0's entity swaps); for a question
-        the graph router called multi-hop, a name in another passage read counts as found.
-        An unsure span is still the answer when the second reader confirms it (rag.reader.confirms)."""
-        from rag.graph_retrieve import routed
-        from rag.reader import decide
+        """The reader's best span (rag.answer.reader.Span) when it is sure of it, else None and
+        the decoder answers. Why reader first: on SQuAD-style single-passage questions its span
+        beats the 0.5B decoder's phrase (dev answer-all F1 0.567 vs 0.467) and needs no
+        decoding; questions that need several passages read together (HotpotQA) get low
+        margins and go on to the decoder (docs/results.md). A span whose sentence (one either
+        side) lacks a name or number of the question goes to the decoder too (SQuAD 2.0's
+        entity swaps); for a question the graph router called multi-hop, a name in another
+        passage read counts as found. Korean questions skip it (MiniLM cannot read Hangul)."""
+        if self.reader is None or is_korean(question):
+            return None
+        from rag.retrieve.graph import routed
 
-        second, confirm_threshold = self.second_opinion()
-        d = decide(self.reader, second, question, [h.chunk.text for h in hits], routed(trace),
-                   self.settings.reader_threshold, confirm_threshold)
-        r = d.reading
+        r = self.reader.reading(question, [h.chunk.text for h in hits], routed(trace))
         if r.span is None:
             return None
         trace["reader"] = {"span": r.span.text, "passage": r.span.passage + 1, "margin": round(r.span.margin, 4),
                            "answerability": r.answerability, "unmatched": r.unmatched}
-        if d.second is not None:
-            trace["reader"]["second"] = {"span": d.second.span.text if d.second.span else "",
-                                         "answerability": d.second.answerability, "unmatched": d.second.unmatched,
-                                         "threshold": confirm_threshold, "confirmed": d.confirmed}
-        if not d.answered:
+        if not r.answers():
             return None
-        trace["answerability"] = d.answerability
+        trace["answerability"] = r.answerability
         return r.span
 
-    def select_answer(self, question: str, messages: list[dict[str, str]], hits: list[Hit], trace: dict) -> str:
-        """The reply the support probe finds best supported among the decoder's replies that
-        start with its most likely first tokens (greedy first; ties keep the earlier one).
-        Why: the 0.5B decoder often picks the wrong span of the right passage, and the right
-        one is often a less likely first token away (the probe was trained to tell a gold span
-        from another span of the same paragraph). Measured (docs/results.md): answer-all F1
-        0.431 -> 0.511 on train questions, but 0.467 -> 0.456 on dev squad2, so it is off by
-        default (RAG_BRANCHES=1). A greedy reply that abstains is kept: the decoder's "I don't
-        know" is not overruled."""
-        from rag.state_judge import claim_text
-
-        judge, probe = self.verifier.state_judge, self.answerability
-        b = self.generator.branch(messages, self.settings.branches, self.settings.max_new_tokens,
-                                  [probe.layer] if probe else [], [judge.probe.layer], claim_text)
-        if probe:
-            trace["answerability"] = probe.score(b.prompt_state[probe.layer])
-        scores = [judge.probe.score(st[judge.probe.layer]) if st else None for st in b.claim_states]
-        trace["branches"] = [{"text": t, "support": sc} for t, sc in zip(b.texts, scores)]
-        best = pick_reply(b.texts, scores)
-        if best is None:
-            return b.texts[0]
-        trace["chosen_branch"] = best
-        return b.texts[best]
+    def generate(self, question: str, hits: list[Hit], trace: dict, timings: dict, t1: float) -> Iterator[str]:
+        """The decoder's reply, streamed; returns it whole (ttft_s counts from t1). The
+        answerability probe reads the decoder's state during the prefill generation does anyway."""
+        probe = self.answerability
+        tap = {"tap_layer": probe.layer} if probe else {}  # generators without a probe keep the plain call
+        pieces = []
+        for piece in self.generator.stream(build_messages(question, hits), MAX_NEW_TOKENS, **tap):
+            if not isinstance(piece, str):  # the decoder's prompt state, for the probe
+                trace["answerability"] = probe.score(piece)
+                continue
+            if not pieces:
+                timings["ttft_s"] = time.perf_counter() - t1
+            pieces.append(piece)
+            yield piece
+        return "".join(pieces).strip()
 
     def finish(self, question: str, raw: str, hits: list[Hit], model: str, timings: dict, trace: dict) -> Answer:
-        """From the decoder's raw reply to an Answer: citations checked, abstention made plain."""
+        """From the raw reply to an Answer: citations checked, the grounding check and the
+        calibrated abstention applied (rag.answer.abstain), abstention made plain."""
         if is_abstention(raw):
             trace["abstain_reason"] = "the model found no answer in the passages"
             return Answer(question, abstain_message(question), (), tuple(hits), True, model, timings, trace=trace)
@@ -292,15 +247,9 @@ class RagService:
             if cites:
                 text = f"{strip_markers(text)} [{cites[0].marker}]"
         answer = Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
-        # Grounding check and calibrated abstention (rag.verify, rag.calibrate).
-        from rag.calibrate import DEFAULT_THRESHOLD, ground
-
         t = time.perf_counter()
-        judge_threshold = None
-        if self.reader is not None and model == self.reader.name:
-            judge_threshold = self.settings.reader_judge_threshold
-            if judge_threshold is None:
-                judge_threshold = self.reader.judge_threshold
+        # The reader's spans have their own bar for the judge (fitted with the reader).
+        judge_threshold = self.reader.judge_threshold if self.reader is not None and model == self.reader.name else None
         answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD),
                         judge_threshold)
         timings["verify_s"] = time.perf_counter() - t
@@ -316,16 +265,6 @@ class RagService:
         return q
 
 
-def pick_reply(texts: Sequence[str], supports: Sequence[float | None]) -> int | None:
-    """Answer selection's rule: the index of the best-supported reply that is not an abstention
-    (ties keep the earlier one, greedy first), or None when the greedy reply (texts[0])
-    abstains or no reply could be scored."""
-    ok = [i for i, t in enumerate(texts) if supports[i] is not None and not is_abstention(t)]
-    if is_abstention(texts[0]) or not ok:
-        return None
-    return max(ok, key=lambda i: supports[i])
-
-
 def relevant(question: str, hits: list[Hit]) -> bool:
     """Cheap pre-generation gate: some passage must share a content word with the question.
     Without it the decoder is asked to answer from passages that cannot help."""
@@ -337,8 +276,6 @@ def attribute(answer: str, hits: list[Hit]) -> tuple[Citation, ...]:
     """Cite the first passage that contains the answer (case and spacing aside). The decoder is
     asked for the phrase only, so this is how most answers get their citation: deterministic,
     and checkable. An answer found in no passage stays uncited (the grounding check judges it)."""
-    from rag.prompt import best_quote
-
     def norm(t: str) -> str:
         return " ".join(t.lower().split())
 
@@ -354,7 +291,6 @@ def adapter_path(settings: Settings) -> Path | None:
     if settings.adapter == "none":
         return None
     if settings.adapter == "default":
-        p = Path(__file__).parent / "adapters" / settings.decoder
+        p = ADAPTERS_DIR / settings.decoder
         return p if (p / "adapter_config.json").exists() else None
     return Path(settings.adapter)
-

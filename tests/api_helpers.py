@@ -17,7 +17,7 @@ ADMIN = "test-admin-key"
 def make_app(tmp: Path, **overrides):
     from fastapi.testclient import TestClient
 
-    from rag.api import create_app
+    from rag.api.app import create_app
     from rag.config import Settings
 
     settings = Settings(data_dir=tmp / "var", backend="fake", chunk_size=300, chunk_overlap=50, admin_key=ADMIN,

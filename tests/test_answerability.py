@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.answerability import Probe, fit, load_probe, tap
-from rag.calibrate import fit_threshold
+from rag.answer.answerability import Probe, load_probe
+from rag.models.decoder import tap
+from rag.train.calibrate import fit_threshold
+from rag.train.probes import fit
 
 torch = pytest.importorskip("torch")
 
@@ -71,7 +73,7 @@ def test_target_threshold_meets_the_target():
 
 
 def test_probe_round_trip_and_decoder_check(tmp_path, monkeypatch):
-    import rag.answerability as ab
+    import rag.answer.answerability as ab
 
     p = Probe("qwen-x", 3, (0.5, -0.5), 0.1, 0.4, {"note": 1})
     monkeypatch.setattr(ab, "TRAINED_DIR", tmp_path)

@@ -32,7 +32,7 @@ def test_missing_or_wrong_key_is_401(api, headers):
 def test_keys_are_stored_hashed(api):
     from sqlalchemy import select
 
-    from rag.auth import ApiKeyRow
+    from rag.api.auth import ApiKeyRow
 
     client, keys = api
     with client.app.state.rag.svc.store.transaction() as s:
@@ -160,7 +160,7 @@ def test_rate_limit_per_key(tmp_path):
 
 
 def test_rate_limiter_refills():
-    from rag.auth import RateLimiter, RateLimitError
+    from rag.api.auth import RateLimiter, RateLimitError
 
     now = [0.0]
     rl = RateLimiter(60, clock=lambda: now[0])  # one a second

@@ -107,7 +107,7 @@ def test_ingest_job_reports_errors_per_file(api):
 
 
 def test_job_eta_math():
-    from rag.api_jobs import Job
+    from rag.api.jobs import Job
 
     j = Job("x", "ingest", "c", "k", status="running", done=2, total=6, started_at=__import__("time").time() - 10)
     d = j.to_dict()

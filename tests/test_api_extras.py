@@ -17,7 +17,7 @@ def api(tmp_path_factory):
 
 def test_graph_routes(api):
     client, keys = api
-    pytest.importorskip("rag.graph")
+    pytest.importorskip("rag.store.graph")
     r = client.get("/v1/collections/alpha/graph", headers=bearer(keys["alpha_reader"]))
     assert r.status_code == 200 and "nodes" in r.json()["stats"]
     assert client.get("/v1/collections/beta/graph", headers=bearer(keys["alpha_reader"])).status_code == 403

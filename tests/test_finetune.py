@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from rag.adapter import apply_adapter  # noqa: E402
+from rag.models.adapter import apply_adapter  # noqa: E402
 from rag.errors import ModelError  # noqa: E402
-from rag.finetune import FinetuneConfig, add_lora, encode, save_adapter, train  # noqa: E402
-from rag.finetune_data import Example, build_examples, korean_examples  # noqa: E402
-from rag.prompt import ABSTAIN, build_messages, is_abstention  # noqa: E402
+from rag.train.finetune import FinetuneConfig, add_lora, encode, save_adapter, train  # noqa: E402
+from rag.train.examples import Example, build_examples, korean_examples  # noqa: E402
+from rag.answer.prompt import ABSTAIN, build_messages, is_abstention  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -49,7 +49,7 @@ def tiny_llama(tok):
 
 def tiny_generator():
     """An HFGenerator around the tiny llama: the service's decoder code without packaged weights."""
-    from rag.generate import HFGenerator
+    from rag.models.decoder import HFGenerator
 
     tok = tiny_tokenizer()
     gen = HFGenerator("tiny", cache_dir=None)
@@ -155,7 +155,7 @@ def test_example_type_is_frozen():
 def test_korean_training_set_is_disjoint_from_the_korean_test_and_sample_corpora():
     """Nothing evaluated on may be trained on: no shared topic (title) and no shared run of
     5 words with the Korean test corpus or the shipped sample corpus."""
-    from rag.finetune_data import KOREAN_SET
+    from rag.train.examples import KOREAN_SET
     from tests.conftest import REPO, SAMPLE
 
     def runs(text, n=5):

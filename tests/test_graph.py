@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from ingest.build import delete_documents, ingest_paths
-from rag.graph import Facts, KnowledgeGraph
-from rag.graph_retrieve import link, route, routed
+from rag.store.graph import Facts, KnowledgeGraph
+from rag.retrieve.graph import link, route, routed
 from rag.types import Triple
 
 DOCS = [
@@ -42,7 +42,7 @@ def _chunk_ids(service, collection="kg") -> set[int]:
 def _doc_chunks(service, collection, source) -> set[int]:
     from sqlalchemy import select
 
-    from rag.store import ChunkRow, DocumentRow
+    from rag.store.metadata import ChunkRow, DocumentRow
 
     with service.store.transaction() as s:
         return set(s.scalars(select(ChunkRow.id).join(DocumentRow, ChunkRow.document_id == DocumentRow.id)
@@ -183,7 +183,7 @@ def test_sample_corpus_graph_matches_chunks(sample_service):
 
 
 def test_router_does_not_call_a_long_article_entity_centred():
-    from rag.graph_retrieve import FOCUSED_PASSAGES, Link
+    from rag.retrieve.graph import FOCUSED_PASSAGES, Link
 
     q = "How are decisions made in the European Union?"
     short = Link("european union", "European Union", 1.0, True, 1)

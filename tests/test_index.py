@@ -1,7 +1,7 @@
 import numpy as np
 
-from rag.index import BM25Index, FaissIndex
-from rag.retrieve import rrf
+from rag.store.index import BM25Index, FaissIndex
+from rag.retrieve.hybrid import rrf
 
 
 def test_faiss_matches_numpy_brute_force_and_removes(tmp_path):

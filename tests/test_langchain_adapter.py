@@ -1,5 +1,5 @@
 def test_langchain_retriever_returns_documents_with_provenance(sample_service):
-    from rag.langchain_adapter import CollectionRetriever
+    from rag.retrieve.langchain import CollectionRetriever
 
     r = CollectionRetriever(service=sample_service, collection="default", k=3)
     docs = r.invoke("How many steps lead to the lantern room?")

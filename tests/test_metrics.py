@@ -1,4 +1,4 @@
-from evals import metrics as M
+from rag import metrics as M
 
 
 def test_squad_normalisation_and_scores():

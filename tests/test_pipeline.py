@@ -3,7 +3,7 @@
 import pytest
 
 from rag.errors import InputError, NotFoundError
-from rag.prompt import ABSTAIN_MESSAGE, ABSTAIN_MESSAGE_KO
+from rag.answer.prompt import ABSTAIN_MESSAGE, ABSTAIN_MESSAGE_KO
 
 
 def test_answer_is_cited_from_the_right_document(sample_service):

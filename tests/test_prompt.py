@@ -1,4 +1,4 @@
-from rag.prompt import build_messages, is_abstention, parse_citations
+from rag.answer.prompt import build_messages, is_abstention, parse_citations
 from rag.types import Chunk, Hit
 
 

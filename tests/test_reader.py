@@ -1,4 +1,4 @@
-"""The extractive reader (rag.reader): span labels, span search, the pipeline's use of it
+"""The extractive reader (rag.answer.reader): span labels, span search, the pipeline's use of it
 (stub reader on the fake backend), and the shipped weights on the sample corpus."""
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import reader as rd
+from rag.answer import reader as rd
+from rag.answer.verify import THRESHOLD
+from rag.jsonl import read_jsonl
+from rag.train import reader as tr
 
 TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 LIGHTHOUSE = ("The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay. "
@@ -30,7 +33,7 @@ def test_features_point_at_the_answer_tokens_or_at_cls(tok):
             {"question": "Who painted it?", "context": LIGHTHOUSE, "start": -1, "answer": ""},
             {"question": "Who was the keeper?", "context": long_context,
              "start": long_context.index("Thomas"), "answer": "Thomas Reed"}]
-    f = rd.features(tok, rows)
+    f = tr.features(tok, rows)
     spans = [tok.decode(ids[s:e + 1]) if s else None
              for ids, s, e in zip(f["input_ids"], f["start_positions"], f["end_positions"])]
     assert spans[0] == "margaret ellison" and spans[1] is None
@@ -58,22 +61,21 @@ def test_answerability_is_the_logistic_of_the_margin():
 
 @pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
 def test_training_split_keeps_whole_articles_out_and_labels_spans():
-    train, held = rd.split_articles(TRAIN)
-    assert len(held) == 3 and not train & held and rd.split_articles(TRAIN) == (train, held)
-    rows = rd.examples(TRAIN, held)
+    train, held = tr.split_articles(TRAIN)
+    assert len(held) == 3 and not train & held and tr.split_articles(TRAIN) == (train, held)
+    rows = tr.examples(TRAIN, held)
     answered = [r for r in rows if r["start"] >= 0]
     assert answered and len(answered) < len(rows)  # unanswerable questions and distractors say "no answer"
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
 
 
 class _StubReader(rd.Reader):
-    """Stands in for rag.reader.Reader's model: finds `name` where a passage holds it, with a
+    """Stands in for rag.answer.reader.Reader's model: finds `name` where a passage holds it, with a
     fixed margin (the gate, Reader.reading, is the real one)."""
 
-    def __init__(self, margin: float, judge_threshold: float | None = None, name: str = "Margaret Ellison",
-                 target_threshold: float | None = None):  # no weights to load
+    def __init__(self, margin: float, judge_threshold: float | None = None, name: str = "Margaret Ellison"):
+        # no weights to load
         self.margin, self.calls, self.judge_threshold, self.name_read = margin, 0, judge_threshold, name
-        self.target_threshold = target_threshold
 
     def read(self, question, passages):
         self.calls += 1
@@ -83,50 +85,7 @@ class _StubReader(rd.Reader):
 
 def _with_reader(service, margin: float, judge_threshold: float | None = None) -> _StubReader:
     service._lazy["reader"] = stub = _StubReader(margin, judge_threshold)
-    service._lazy["second_reader"] = None  # the fake backend loads no second reader either
     return stub
-
-
-def _reading(text: str | None, p: float, unmatched: tuple = ()) -> rd.Reading:
-    span = rd.Span(0, text, 0, len(text), float(np.log(p / (1 - p))), 0.0) if text else None
-    return rd.Reading(span, rd.answerability(span), list(unmatched))
-
-
-def test_a_second_reader_confirms_a_span_only_when_sure_of_the_same_answer():
-    unsure = _reading("Margaret Ellison", 0.3)
-    assert rd.confirms(unsure, _reading("the engineer Margaret Ellison", 0.99), 0.97)  # token F1 0.8
-    assert not rd.confirms(unsure, _reading("Margaret Ellison", 0.95), 0.97)  # the second is not sure enough
-    assert not rd.confirms(unsure, _reading("1874", 0.99), 0.97)  # another answer
-    assert not rd.confirms(unsure, _reading("Margaret Ellison", 0.99, ("Boston",)), 0.97)  # its names check fails
-    assert not rd.confirms(_reading("Margaret Ellison", 0.3, ("Boston",)), _reading("Margaret Ellison", 0.99), 0.97)
-    assert not rd.confirms(_reading(None, 0.0), _reading("Margaret Ellison", 0.99), 0.97)
-
-
-def test_an_unsure_span_is_answered_when_the_second_reader_confirms_it(sample_service):
-    q = "Who designed the Harbor Point Lighthouse?"
-    first = _with_reader(sample_service, -1.0)  # P 0.27: unsure
-    sample_service._lazy["second_reader"] = second = _StubReader(5.0, target_threshold=0.97)  # P 0.993
-    a = sample_service.ask(q, "default")
-    assert first.calls == second.calls == 1 and not a.abstained and a.model == rd.Reader.name
-    assert a.text.startswith("Margaret Ellison [") and a.trace["reader"]["second"]["confirmed"]
-    # the sufficiency checked against the calibrated threshold is the confirming reader's P
-    assert a.trace["answerability"] == pytest.approx(rd.answerability(rd.Span(0, "", 0, 0, 5.0, 0.0)))
-    # a second reader that names another answer confirms nothing: the decoder answers
-    sample_service._lazy["second_reader"] = _StubReader(5.0, name="granite ledge", target_threshold=0.97)
-    d = sample_service.ask(q, "default")
-    assert d.model != rd.Reader.name and not d.trace["reader"]["second"]["confirmed"]
-    # below its threshold (a setting overrides the fitted one), or with no threshold fitted, neither
-    sample_service._lazy["second_reader"] = _StubReader(5.0, target_threshold=0.97)
-    sample_service.settings = sample_service.settings.model_copy(update={"reader_confirm_threshold": 0.999})
-    assert sample_service.ask(q, "default").model != rd.Reader.name
-    sample_service.settings = sample_service.settings.model_copy(update={"reader_confirm_threshold": None})
-    sample_service._lazy["second_reader"] = unfitted = _StubReader(5.0)
-    assert sample_service.ask(q, "default").model != rd.Reader.name and unfitted.calls == 0
-    # a sure first reader does not ask the second
-    sample_service._lazy["second_reader"] = idle = _StubReader(5.0, target_threshold=0.97)
-    _with_reader(sample_service, 4.0)
-    sample_service._lazy["second_reader"] = idle
-    assert sample_service.ask(q, "default").model == rd.Reader.name and idle.calls == 0
 
 
 def test_a_confident_reader_answers_with_its_span_and_cites_its_passage(sample_service):
@@ -139,14 +98,14 @@ def test_a_confident_reader_answers_with_its_span_and_cites_its_passage(sample_s
 
 
 def test_an_unsure_reader_hands_the_question_to_the_decoder(sample_service):
-    stub = _with_reader(sample_service, -3.0)  # P(answerable) 0.05 < RAG_READER_THRESHOLD 0.5
+    stub = _with_reader(sample_service, -3.0)  # P(answerable) 0.05 < rd.THRESHOLD 0.5
     a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
     assert stub.calls == 1 and "142 steps" in a.text and a.model != rd.Reader.name  # the (fake) decoder's answer
     assert a.trace["reader"]["answerability"] < 0.5 and "answerability" not in a.trace
 
 
-def test_the_readers_threshold_is_a_setting(sample_service):
-    sample_service.settings = sample_service.settings.model_copy(update={"reader_threshold": 0.99})
+def test_the_reader_answers_only_at_its_threshold(sample_service, monkeypatch):
+    monkeypatch.setattr(rd, "THRESHOLD", 0.99)
     _with_reader(sample_service, 4.0)  # P 0.98: below 0.99, so the decoder answers
     a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
     assert "142 steps" in a.text
@@ -156,37 +115,16 @@ def test_the_readers_spans_are_judged_at_the_threshold_fitted_with_the_reader(sa
     _with_reader(sample_service, 4.0, judge_threshold=0.25)
     a = sample_service.ask("Who designed the Harbor Point Lighthouse?", "default")
     assert a.model == rd.Reader.name and a.trace["judge_threshold"] == 0.25 and a.verdicts
-    sample_service.settings = sample_service.settings.model_copy(update={"reader_judge_threshold": 0.75})
-    assert sample_service.ask("Who designed the Harbor Point Lighthouse?", "default").trace["judge_threshold"] == 0.75
     # the decoder's answers keep the judge's own threshold
     _with_reader(sample_service, -3.0, judge_threshold=0.25)
     d = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
-    assert d.model != rd.Reader.name and d.trace["judge_threshold"] == sample_service.settings.judge_threshold
+    assert d.model != rd.Reader.name and d.trace["judge_threshold"] == THRESHOLD
 
 
-def test_korean_questions_and_the_decoder_setting_skip_the_reader(sample_service):
+def test_korean_questions_skip_the_reader(sample_service):
     stub = _with_reader(sample_service, 4.0)
     k = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
     assert stub.calls == 0 and "1,947미터" in k.text and "reader" not in k.trace
-    from rag.config import Settings
-    from rag.pipeline import RagService
-
-    real = Settings(data_dir=sample_service.settings.data_dir, answerer="decoder")
-    assert RagService(real).reader is None  # built without loading any model
-    assert RagService(real.model_copy(update={"answerer": "reader-first"})).reader is not None
-
-
-def test_the_second_reader_is_opt_in(tmp_path):
-    from rag.config import Settings
-    from rag.pipeline import RagService
-
-    settings = Settings(data_dir=tmp_path)
-    assert not settings.reader_confirm and RagService(settings).second_opinion() == (None, None)
-    on = RagService(settings.model_copy(update={"reader_confirm": True}))
-    second, threshold = on.second_opinion()  # built without loading any model (the weights ship)
-    assert second.model_dir == rd.second_path() and second._models is None
-    assert threshold == second.target_threshold and 0.5 < threshold < 1.0
-    assert RagService(settings.model_copy(update={"reader_confirm": True, "answerer": "decoder"})).second_reader is None
 
 
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
@@ -202,47 +140,33 @@ def test_shipped_reader_finds_the_span_and_prefers_no_answer_elsewhere():
 
 
 def test_a_very_long_question_still_leaves_room_for_the_passage(tok):
-    f = rd.features(tok, [{"question": "why " * 400, "context": LIGHTHOUSE, "start": -1, "answer": ""}])
+    f = tr.features(tok, [{"question": "why " * 400, "context": LIGHTHOUSE, "start": -1, "answer": ""}])
     assert len(f["input_ids"]) >= 1 and all(len(ids) == rd.MAX_LENGTH for ids in f["input_ids"])
 
 
-def test_the_judge_and_target_thresholds_come_from_the_readers_held_out_report(tmp_path):
-    r = rd.Reader(tmp_path)
-    assert r.judge_threshold is None and r.target_threshold is None  # nothing fitted
-    (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3, "at_target": {"threshold": 0.9}}')
-    r = rd.Reader(tmp_path)
-    assert r.judge_threshold == 0.3 and r.target_threshold == 0.9
-
-
-@pytest.mark.skipif(not (rd.second_path() / rd.WEIGHTS).exists(), reason="no shipped second reader")
-def test_the_shipped_second_reader_is_e5_and_confirms_the_pairs_span():
-    pair, e5 = rd.Reader(threads=1), rd.Reader(rd.second_path(), threads=1, members=(rd.WEIGHTS,))
-    assert e5.base == "e5" and e5.name != pair.name and 0.5 < e5.target_threshold < 1.0
-    q, passages = "When was the Harbor Point Lighthouse completed?", [TEA, LIGHTHOUSE]
-    first, second = pair.reading(q, passages), e5.reading(q, passages)
-    assert second.span.text == "1874" and rd.confirms(first, second, 0.5)
-    # on topic, unanswerable: the e5 reader names the designer, but not at its fitted threshold
-    none = e5.reading("Who painted the Harbor Point Lighthouse?", passages)
-    assert not none.answers(e5.target_threshold)
+def test_the_judge_threshold_comes_from_the_readers_held_out_report(tmp_path):
+    assert rd.Reader(tmp_path).judge_threshold is None  # nothing fitted
+    (tmp_path / "held_out.json").write_text('{"auroc": 0.7, "judge_threshold": 0.3}')
+    assert rd.Reader(tmp_path).judge_threshold == 0.3
 
 
 @pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
 def test_the_multihop_members_data_adds_halueval_rows_and_answer_removed_paragraphs():
-    _, held = rd.split_articles(TRAIN)
-    squad = rd.examples(TRAIN, held)
-    rows = rd.examples(TRAIN, held, halueval=20, answer_removed=True)
+    _, held = tr.split_articles(TRAIN)
+    squad = tr.examples(TRAIN, held)
+    rows = tr.examples(TRAIN, held, halueval=20, answer_removed=True)
     squad_questions = {r["question"] for r in squad}
     multihop = [r for r in rows if r["question"] not in squad_questions]
     assert sum(r["start"] >= 0 for r in multihop) == 20  # the HaluEval questions, each with its answer span
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in rows if r["start"] >= 0)
     # an answer-removed paragraph: "no answer", and none of the question's gold answers left in it
-    golds = {q["question"]: q["answers"] for q in rd.read_jsonl(TRAIN / "squad2" / "qa.jsonl") if q["title"] in held}
+    golds = {q["question"]: q["answers"] for q in read_jsonl(TRAIN / "squad2" / "qa.jsonl") if q["title"] in held}
     removed = [r for r in rows if r["start"] < 0 and r["question"] in golds and golds[r["question"]]
                and r["context"] not in {s["context"] for s in squad}]
     assert removed and all(not any(a.lower() in r["context"].lower() for a in golds[r["question"]]) for r in removed)
     assert len(rows) > len(squad)
     # HaluEval's multi-hop rows alone (no SQuAD article): each with its answer, most also without it
-    multi = rd.examples(TRAIN, set(), halueval=40)
+    multi = tr.examples(TRAIN, set(), halueval=40)
     spans = [r for r in multi if r["start"] >= 0]
     assert len(spans) == 40 and 20 < len(multi) - 40 <= 40
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in spans)
@@ -250,9 +174,9 @@ def test_the_multihop_members_data_adds_halueval_rows_and_answer_removed_paragra
 
 
 def test_without_answer_removes_the_sentences_that_hold_it():
-    rest = rd.without_answer(LIGHTHOUSE, ["Margaret Ellison"])
+    rest = tr.without_answer(LIGHTHOUSE, ["Margaret Ellison"])
     assert rest == "The Harbor Point Lighthouse was completed in 1874 on a granite ledge at the mouth of the bay."
-    assert rd.without_answer("Only Margaret Ellison is named here.", ["margaret ellison"]) is None
+    assert tr.without_answer("Only Margaret Ellison is named here.", ["margaret ellison"]) is None
 
 
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
@@ -339,7 +263,7 @@ def test_members_must_share_the_encoder_their_record_names(tmp_path):
 
 
 def test_the_shipped_reader_reads_the_same_spans_in_float32_and_bfloat16():
-    """RAG_DTYPE (rag.models.compute_dtype) changes how the reader computes, not what it reads."""
+    """RAG_DTYPE (rag.models.weights.compute_dtype) changes how the reader computes, not what it reads."""
     import torch
 
     question = "Who designed the Harbor Point Lighthouse?"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.rerank import CrossEncoderReranker, KeywordReranker, reorder
+from rag.retrieve.rerank import CrossEncoderReranker, KeywordReranker, reorder
 from rag.types import Chunk, Hit
 
 
@@ -70,7 +70,7 @@ def test_korean_question_through_pipeline_does_not_break(sample_service):
 
 @pytest.mark.slow
 def test_trained_reranker_prefers_the_answering_passage():
-    from rag.crossencoder import PairScorer, trained_path
+    from rag.models.crossencoder import PairScorer, trained_path
 
     if not (trained_path("reranker") / "adapter_config.json").exists():
         pytest.skip("reranker not trained")
@@ -93,7 +93,7 @@ def test_reranker_pairs_do_not_depend_on_the_hash_seed():
 
     if not (SHARED_DATA / "train" / "hotpotqa").exists():
         pytest.skip("shared train data not present")
-    code = ("import hashlib, sys; from pathlib import Path; from rag.crossencoder import reranker_pairs; "
+    code = ("import hashlib, sys; from pathlib import Path; from rag.train.crossencoder import reranker_pairs; "
             "p = reranker_pairs(Path(sys.argv[1])); "
             "print(hashlib.sha256(repr((p.a, p.b, p.label)).encode()).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", code, str(SHARED_DATA / "train")], cwd=REPO, check=True,
@@ -107,7 +107,7 @@ def test_reranker_pairs_label_relevance_not_answerability():
     holds one of the question's answers (a false negative would teach it to bury the right passage),
     and unanswerable questions are not paired at all (their own, on-topic paragraph labelled
     irrelevant teaches a reranker that the most topical passage is the wrong one)."""
-    from rag.crossencoder import reranker_pairs
+    from rag.train.crossencoder import reranker_pairs
     from rag.jsonl import read_jsonl
     from tests.conftest import SHARED_DATA
 

@@ -10,10 +10,10 @@ import sqlite3
 
 import pytest
 
-from rag.generate import Generation
-from rag.sql import SqlAgent, answer_from_outcome, extract_sql, route, unsupported_claims
-from rag.sql_exec import QueryResult, ReadOnlyDatabase
-from rag.sql_schema import introspect, link_tables
+from rag.models.decoder import Generation
+from rag.sql.agent import SqlAgent, answer_from_outcome, extract_sql, route, unsupported_claims
+from rag.sql.execute import QueryResult, ReadOnlyDatabase
+from rag.sql.schema import introspect, link_tables
 
 
 class ScriptedSQL:
@@ -132,7 +132,7 @@ def test_consistency_check_numbers_and_names():
 
 
 def test_router():
-    from rag.sql_schema import ColumnInfo, DbSchema, TableInfo
+    from rag.sql.schema import ColumnInfo, DbSchema, TableInfo
 
     schema = DbSchema("sqlite", (TableInfo("customer", (ColumnInfo("name", "TEXT"), ColumnInfo("city", "TEXT"))),))
     assert route("How many customers live in each city?", schema, True) == "database"

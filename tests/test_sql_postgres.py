@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import UnsafeSQLError
-from rag.sql_exec import QueryError, ReadOnlyDatabase
-from rag.sql_guard import table_columns, validate_sql
-from rag.sql_schema import introspect
+from rag.sql.execute import QueryError, ReadOnlyDatabase
+from rag.sql.guard import table_columns, validate_sql
+from rag.sql.schema import introspect
 
 pytestmark = pytest.mark.postgres
 

@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 
 from rag.errors import UnsafeSQLError
-from rag.sql_exec import QueryError, ReadOnlyDatabase
-from rag.sql_guard import table_columns, validate_sql
-from rag.sql_schema import introspect
+from rag.sql.execute import QueryError, ReadOnlyDatabase
+from rag.sql.guard import table_columns, validate_sql
+from rag.sql.schema import introspect
 
 
 def _digest(path):
@@ -189,7 +189,7 @@ class ObedientDecoder:
     name = "obedient"
 
     def generate(self, messages, max_new_tokens):
-        from rag.generate import Generation
+        from rag.models.decoder import Generation
 
         question = messages[1]["content"].rsplit("Question:", 1)[-1]
         return Generation(question.split(": ", 1)[-1].strip(), 0, 0, 0.0, 0.0)
@@ -197,8 +197,8 @@ class ObedientDecoder:
 
 @pytest.mark.parametrize("question", HOSTILE_QUESTIONS)
 def test_hostile_questions_through_the_agent_are_refused(guarded, question):
-    from rag.sql import SqlAgent, answer_from_outcome
-    from rag.sql_schema import introspect
+    from rag.sql.agent import SqlAgent, answer_from_outcome
+    from rag.sql.schema import introspect
 
     db, _tables = guarded
     out = SqlAgent(ObedientDecoder(), db, introspect(db)).run(question)

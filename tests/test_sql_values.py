@@ -1,4 +1,4 @@
-"""Value linking and sample display in the SQL prompt (rag.sql_schema): no model needed."""
+"""Value linking and sample display in the SQL prompt (rag.sql.schema): no model needed."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from rag.sql import drop_unused_joins, fix_columns
-from rag.sql_exec import ReadOnlyDatabase
-from rag.sql_schema import (
+from rag.sql.agent import drop_unused_joins, fix_columns
+from rag.sql.execute import ReadOnlyDatabase
+from rag.sql.schema import (
     introspect,
     link_tables,
     match_values,

@@ -1,4 +1,4 @@
-"""The support probe (rag.state_judge): the decoder's state is read at the claim's last token,
+"""The support probe (rag.answer.judge): the decoder's state is read at the claim's last token,
 the probe decides English claims while Korean ones keep the per-passage judge, the training
 items are built as the verifier builds claims, and the pipeline wires it in."""
 
@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from rag.answerability import Probe
-from rag.state_judge import StateJudge, claim_text, halueval_items, make_state_judge, squad_pair_items
+from rag.answer.answerability import Probe
+from rag.answer.judge import StateJudge, claim_text, make_state_judge
+from rag.answer.verify import LexicalJudge, Verifier
+from rag.train.probes import halueval_items, squad_pair_items
 from rag.types import Chunk, Hit
-from rag.verify import LexicalJudge, Verifier
 
 torch = pytest.importorskip("torch")
 
@@ -71,8 +72,8 @@ def test_the_state_judge_decides_english_claims_and_korean_ones_keep_the_passage
 
 
 def test_make_state_judge_needs_a_probe_fitted_on_this_decoder(tmp_path, monkeypatch):
-    import rag.answerability as ab
-    from rag.generate import ScriptedGenerator
+    import rag.answer.answerability as ab
+    from rag.answer.prompt import ScriptedGenerator
 
     monkeypatch.setattr(ab, "TRAINED_DIR", tmp_path)
     assert make_state_judge(FixedState()) is None  # no probe shipped
@@ -112,15 +113,14 @@ def test_training_items_pair_right_and_wrong_claims(tmp_path):
 
 
 def test_the_pipeline_verifier_uses_the_decoders_probe(sample_service, tmp_path, monkeypatch):
-    import rag.answerability as ab
-    from rag.verify import make_verifier
+    import rag.answer.answerability as ab
+    from rag.answer.verify import make_verifier
 
     monkeypatch.setattr(ab, "TRAINED_DIR", tmp_path)
     gen = FixedState()
     Probe("fixed", 3, (1.0,), 0.0, 0.5, {}).save(ab.probe_path("fixed", "support"))
     real = sample_service.settings.model_copy(update={"backend": "real"})
-    monkeypatch.setattr("rag.crossencoder.trained_path", lambda role: tmp_path / "none")  # no cross-encoder either
+    monkeypatch.setattr("rag.models.crossencoder.trained_path", lambda role: tmp_path / "none")  # no cross-encoder either
     with pytest.warns(UserWarning, match="no trained judge"):
         v = make_verifier(real, gen)
     assert v.state_judge is not None and v.name == "decoder-state:fixed"
-    assert make_verifier(real.model_copy(update={"judge": "cross-encoder"}), gen).state_judge is None

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.calibrate import ground
+from rag.answer.abstain import ground
 from rag.types import Answer, Chunk, Citation, Hit
-from rag.verify import LexicalJudge, Verifier, facts, missing_facts
+from rag.answer.verify import LexicalJudge, Verifier, facts, missing_facts
 
 PASSAGE = "The lighthouse was built in 1890 by Thomas Stevenson on the island of Skerry."
 
@@ -75,8 +75,8 @@ def test_pipeline_answers_carry_verdicts(sample_service):
 
 @pytest.mark.slow
 def test_trained_judge_separates_right_from_wrong_answer():
-    from rag.crossencoder import PairScorer, trained_path
-    from rag.verify import CrossEncoderJudge
+    from rag.models.crossencoder import PairScorer, trained_path
+    from rag.answer.verify import CrossEncoderJudge
 
     if not (trained_path("judge") / "adapter_config.json").exists():
         pytest.skip("judge not trained")
@@ -89,7 +89,7 @@ def test_trained_judge_separates_right_from_wrong_answer():
 def test_korean_claims_go_to_the_lexical_judge_not_minilm():
     from pathlib import Path
 
-    from rag.verify import CrossEncoderJudge
+    from rag.answer.verify import CrossEncoderJudge
 
     class Boom:
         adapter_dir = Path("judge")

@@ -1,0 +1,166 @@
+"""The REST API: `rag serve` runs `create_app(Settings())` under uvicorn.
+
+One RagService per app, built in the lifespan with its models loaded (RAG_WARM_MODELS), so
+requests never pay a model load. Handlers are plain `def`s: FastAPI runs them in its thread
+pool, and the service's shared parts (index cache, decoder) hold their own locks.
+
+Every collection access goes through `Principal.require`, and every passage a response
+carries comes from `RagService` calls scoped to that one collection, so a key can never see
+another collection's passages. Routes are split by topic: documents and jobs in
+rag.api.documents, the OpenAI-compatible endpoint in rag.api.openai, graph and evaluation in
+rag.api.extras. OpenAPI docs are at /docs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from rag.api import documents, extras, openai
+from rag.api.auth import KeyStore, Principal, RateLimiter
+from rag.api.deps import ApiState, answer_json, hit_json, prepare_ask, principal, sse, state
+from rag.api.jobs import JobManager
+from rag.api.metrics import Metrics
+from rag.config import Settings
+from rag.errors import RagError
+
+
+class AskRequest(BaseModel):
+    question: str = Field(description="the question, up to RAG_MAX_QUESTION_CHARS characters")
+    collection: str = "default"
+    stream: bool = False
+
+
+class SearchRequest(BaseModel):
+    question: str
+    collection: str = "default"
+    k: int = Field(default=0, ge=0, le=50, description="passages to return (0: RAG_TOP_K)")
+
+
+class KeyRequest(BaseModel):
+    name: str
+    rights: dict[str, str] = Field(default_factory=dict, description='{"collection": "read"|"write", "*": ...}')
+    admin: bool = False
+
+
+def stream_answer(st: ApiState, question: str, collection: str) -> Iterator[str]:
+    """Server-sent events: `token` events with text pieces, then one `answer` event with the
+    checked answer (which may differ from the raw tokens, e.g. when it was withheld)."""
+    try:
+        for item in st.svc.ask_stream(question, collection):
+            if isinstance(item, str):
+                yield sse("token", {"type": "token", "text": item})
+            else:
+                st.metrics.observe_answer(collection, item)
+                yield sse("answer", {"type": "answer", "answer": answer_json(item, collection)})
+    except RagError as e:
+        yield sse("error", {"type": "error", "status": e.http_status, "detail": str(e)})
+
+
+def build_state(settings: Settings, metrics: Metrics) -> ApiState:
+    from rag.pipeline import RagService
+
+    svc = RagService(settings)
+    keys = KeyStore(svc.store)
+    if settings.admin_key is not None:
+        keys.bootstrap_admin(settings.admin_key.get_secret_value())
+    if settings.warm_models:
+        svc.warm()  # lazy first use from two request threads at once would race
+    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(), metrics)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()  # per app, not per process: tests build several apps
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.rag = build_state(settings, metrics)
+        yield
+        app.state.rag.jobs.shutdown()
+
+    app = FastAPI(title="rag-offline", version="0.1.0", lifespan=lifespan,
+                  description="Offline question answering over your documents, with citations and honest "
+                              "abstention. Authenticate with `Authorization: Bearer <key>`.")
+    app.middleware("http")(metrics.middleware())
+
+    @app.exception_handler(RagError)
+    async def rag_error(request: Request, exc: RagError):
+        # One mapping for the whole API; the nested "error" object is what OpenAI clients read.
+        status = exc.http_status
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if status == 429:
+            headers["Retry-After"] = "1"
+        body = {"detail": str(exc), "error": {"message": str(exc), "type": type(exc).__name__, "code": status}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # A bug, not a user error: same JSON shape, no internals beyond the type; the traceback goes to the log.
+        msg = f"internal error ({type(exc).__name__}); the API log has the details"
+        return JSONResponse({"detail": msg, "error": {"message": msg, "type": "InternalError", "code": 500}},
+                            status_code=500)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz(request: Request):
+        st = state(request)
+        return {"status": "ok", "backend": st.settings.backend, "model": st.svc.generator.name,
+                "collections": len(st.svc.store.collections())}
+
+    @app.get("/metrics", tags=["service"], include_in_schema=False)
+    def prometheus_metrics(request: Request):
+        m = state(request).metrics
+        return Response(m.render(), media_type=m.content_type)
+
+    @app.post("/v1/ask", tags=["ask"])
+    def ask(body: AskRequest, request: Request, stream: bool = False, who: Principal = Depends(principal)):
+        """Answer a question from one collection. With `?stream=true` (or `"stream": true`) the
+        reply is server-sent events: `token` events, then one `answer` event."""
+        st = state(request)
+        q = prepare_ask(st, who, body.question, body.collection)
+        if stream or body.stream:
+            return StreamingResponse(stream_answer(st, q, body.collection), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        answer = st.svc.ask(q, body.collection)
+        st.metrics.observe_answer(body.collection, answer)
+        return answer_json(answer, body.collection)
+
+    @app.post("/v1/search", tags=["ask"])
+    def search(body: SearchRequest, request: Request, who: Principal = Depends(principal)):
+        """Passages only: the retriever's ranking without generation."""
+        st = state(request)
+        who.require(body.collection, "read")
+        hits = st.svc.search(body.question, body.collection, body.k or None)
+        return {"collection": body.collection, "hits": [hit_json(h) for h in hits]}
+
+    @app.get("/v1/collections", tags=["documents"])
+    def collections(request: Request, who: Principal = Depends(principal)):
+        """The collections this key may read, with its right on each."""
+        rows = state(request).svc.store.collections()
+        return {"collections": [{"name": c.name, "embedder": c.embedder, "index_version": c.index_version,
+                                 "right": who.right(c.name)} for c in rows if who.can(c.name)],
+                "rights": who.rights, "admin": who.admin, "key": who.name}
+
+    @app.post("/v1/keys", tags=["keys"], status_code=201)
+    def create_key(body: KeyRequest, request: Request, who: Principal = Depends(principal)):
+        """Admin only. The key is shown once; only its hash is stored."""
+        who.require_admin()
+        key = state(request).keys.create(body.name, body.rights, body.admin)
+        return {"name": body.name, "key": key, "rights": body.rights, "admin": body.admin}
+
+    @app.get("/v1/keys", tags=["keys"])
+    def list_keys(request: Request, who: Principal = Depends(principal)):
+        who.require_admin()
+        return {"keys": state(request).keys.list()}
+
+    @app.delete("/v1/keys/{name}", tags=["keys"])
+    def revoke_key(name: str, request: Request, who: Principal = Depends(principal)):
+        who.require_admin()
+        state(request).keys.revoke(name)
+        return {"revoked": name}
+
+    for module in (documents, openai, extras):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,67 @@
+"""What every route of the REST API shares: the app's state, the caller (`principal`, which
+also spends their rate limit), and the JSON shapes of answers and passages. The routers
+(rag.api.app, documents, extras, openai) import it; it imports none of them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rag.api.auth import ANONYMOUS_ADMIN, KeyStore, Principal, RateLimiter
+from rag.api.jobs import JobManager
+from rag.api.metrics import Metrics
+from rag.types import Answer, Hit
+
+
+@dataclass
+class ApiState:
+    settings: object
+    svc: object  # rag.pipeline.RagService
+    keys: KeyStore
+    limiter: RateLimiter
+    jobs: JobManager
+    metrics: Metrics
+
+
+def state(request: Request) -> ApiState:
+    return request.app.state.rag
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+
+
+def principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    """Who is calling (401 without a valid key); also spends one token of their rate limit."""
+    st = state(request)
+    if not st.settings.require_auth:
+        return ANONYMOUS_ADMIN
+    who = st.keys.verify(cred.credentials if cred else None)
+    st.limiter.check(who.name)
+    return who
+
+
+def sse(event: str, payload: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def answer_json(answer: Answer, collection: str) -> dict:
+    d = answer.to_dict()
+    d["answer"] = d["text"]
+    d["collection"] = collection
+    return d
+
+
+def hit_json(h: Hit) -> dict:
+    return {"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "source": h.chunk.source, "title": h.chunk.title,
+            "text": h.chunk.text, "start": h.chunk.start, "end": h.chunk.end, "score": h.score, "stage": h.stage}
+
+
+def prepare_ask(st: ApiState, who: Principal, question: str, collection: str) -> str:
+    """Every check that can fail, done before a stream starts (a stream can't change its status)."""
+    who.require(collection, "read")
+    q = st.svc.check_question(question)
+    st.svc.store.get_collection(collection)  # 404 for a missing collection
+    return q

