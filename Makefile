@@ -10,6 +10,7 @@ demo: setup
 
 test: setup
 	bash scripts/system_deps.sh
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest tests
 
 bench: setup

@@ -43,7 +43,7 @@ def test_a_threshold_fitted_with_the_reader_first_applies_only_to_questions_it_r
     s = sample_service.settings
     sample_service.store.update_settings("default", abstain_threshold=0.42, calibration={"score": "reader+support"})
     assert threshold_for(s, sample_service.store, "default", reader_first=True) == 0.42
-    # a Korean question (or RAG_ANSWERER=decoder) is scored by another signal: the default applies
+    # a Korean question is scored by another signal: the default applies
     assert threshold_for(s, sample_service.store, "default", reader_first=False) == DEFAULT_THRESHOLD
 
 

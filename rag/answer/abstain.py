@@ -39,7 +39,7 @@ def sufficiency(hits: Sequence[Hit], support: float, answerability: float | None
 
 def score_name(probe, reader_first: bool = False) -> str:
     """Which score a threshold belongs to: fitted thresholds of another score are not reused.
-    reader_first: the question's answers may come from the reader (English, RAG_ANSWERER)."""
+    reader_first: the question's answers may come from the reader (English questions)."""
     base = f"answerability:{probe.decoder}" if probe is not None else "support"
     return f"reader+{base}" if reader_first else base
 

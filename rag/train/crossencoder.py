@@ -43,7 +43,7 @@ def reranker_pairs(train_dir: Path, seed: int = 0) -> Pairs:
     highest among those that do not contain the answer = 0 (the negatives retrieval really
     confuses), and one other paragraph of the same article = 0 (topical). Unanswerable questions
     are left out: their own paragraph is on topic but holds no answer, and labelling it 0 (as the
-    first reranker's pairs did, session 4) teaches that the most topical passage is irrelevant;
+    first reranker's pairs did) teaches that the most topical passage is irrelevant;
     saying whether an answer is there is the readers' and the gate's job.
     HotpotQA: supporting docs = 1, up to four of the question's distractor docs = 0."""
     from rag.store.index import BM25Index
