@@ -20,6 +20,20 @@ def test_healthz_needs_no_key(api):
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["backend"] == "fake"
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_their_assets_from_the_api_itself(api, page):
+    import re
+
+    client, _ = api
+    html = client.get(page).text
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert urls and not [u for u in urls if u.startswith(("http://", "https://", "//"))]  # no CDN
+    for u in urls:
+        if u.endswith((".js", ".css")):
+            r = client.get(u)
+            assert r.status_code == 200 and len(r.content) > 10_000, u
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
 def test_missing_or_wrong_key_is_401(api, headers):
     client, _ = api

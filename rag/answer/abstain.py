@@ -5,15 +5,16 @@ reader (rag.answer.reader) the logistic of its no-answer margin, for the decoder
 probe on the decoder's own prompt state (rag.answer.answerability), where one is shipped for the
 decoder; without it, the judge's P(the weakest claim is supported). With reranking on, the
 reranker's P(the best passage is relevant) caps it: the reranker can say that nothing relevant
-was found, but it is trained on relevance, not on whether an answer is there (rag.models.crossencoder
-reranker_pairs), so it never raises the score, and switching reranking on cannot let more
-answers through the gate. The judge's verdicts are applied separately, by the grounding policy.
+was found, but it is trained on relevance, not on whether an answer is there
+(rag.train.crossencoder.reranker_pairs), so it never raises the score, and switching reranking
+on cannot let more answers through the gate. The judge's verdicts are applied separately, by the grounding policy.
 
 The threshold is fitted on labelled questions (answerable / unanswerable) to a stated
 target: the lowest threshold at which at most `target` of the unanswerable questions are
 still answered, which keeps as many answerable ones as that allows. It is saved in the
 collection's settings (Store.update_settings) together with the score it was fitted on, so
-it travels with the index and is ignored if the score changes; `rag calibrate` refits it.
+it travels with the index and is ignored if the score changes; `rag calibrate` refits it
+(rag.train.calibrate).
 Unfitted, the probe's own threshold (fitted on the train split) applies. Limits: a threshold
 fitted on one corpus and decoder is only approximately right for another; refit after
 changing either."""

@@ -10,7 +10,7 @@ on that one vector (896 numbers for Qwen2.5-0.5B) gives P(answerable) at no extr
 cost: the vector is captured by a forward hook during the prefill that generation does
 anyway (`HFGenerator.stream(..., tap_layer=L)`).
 
-Training (`rag train answerability`) reads only shared/data/train: SQuAD 2.0 questions with
+Training (`rag train answerability`, rag.train.probes) reads only shared/data/train: SQuAD 2.0 questions with
 the contexts the pipeline itself retrieves from the train corpus (label: the retrieved
 passages contain a gold answer), HotpotQA and our Korean set in the fine-tuning prompt format
 (rag.train.examples). Layer and regularisation are chosen by cross-validation grouped by

@@ -11,7 +11,7 @@ numbers for Qwen2.5-0.5B) gives P(supported). Cost: a forward pass of the claim'
 the prompt the decoder has just answered (its cached keys and values); one prefill of the
 prompt plus the claim where no answer preceded (rag eval judge).
 
-Training (`rag train support`) reads only shared/data/train: HaluEval rows (the right answer
+Training (`rag train support`, rag.train.probes) reads only shared/data/train: HaluEval rows (the right answer
 = supported, the hallucinated one = not) and SQuAD 2.0 paragraphs (a question's gold answer =
 supported; the answer of another question on the same paragraph = not: a span copied from
 the passage that answers something else, which no style cue separates). Claims are

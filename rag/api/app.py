@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from rag.api import documents, extras, openai
@@ -81,7 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         app.state.rag.jobs.shutdown()
 
-    app = FastAPI(title="rag-offline", version="0.1.0", lifespan=lifespan,
+    # FastAPIOffline: FastAPI with the Swagger UI and ReDoc assets served from the installed
+    # package instead of a CDN, so /docs and /redoc work with no network.
+    app = FastAPIOffline(title="rag-offline", version="0.1.0", lifespan=lifespan,
                   description="Offline question answering over your documents, with citations and honest "
                               "abstention. Authenticate with `Authorization: Bearer <key>`.")
     app.middleware("http")(metrics.middleware())

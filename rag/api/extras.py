@@ -23,7 +23,6 @@ from fastapi.responses import FileResponse
 from rag.api.deps import principal, state
 from rag.api.documents import safe_target, save_upload
 from rag.api.auth import Principal
-from rag.store.collection import version_dir
 from rag.errors import InputError, NotFoundError, RagError
 
 router = APIRouter()
@@ -36,15 +35,8 @@ class NotAvailableError(RagError, NotImplementedError):
 
 
 def load_graph(svc, collection: str):
-    try:
-        from rag.store.graph import KnowledgeGraph
-    except ImportError as e:
-        raise NotAvailableError(f"the knowledge graph is not available in this build ({e})") from e
-    col = svc.store.get_collection(collection)
-    kg = svc.indexes.get(col).extras.get("graph")
-    # rag.store.graph may have been imported after this version was cached: read it directly then.
-    return kg if kg is not None else KnowledgeGraph.load(version_dir(svc.settings.data_dir, col.name,
-                                                                     col.index_version))
+    """The knowledge graph of the collection's committed index version."""
+    return svc.indexes.get(svc.store.get_collection(collection)).extras["graph"]
 
 
 @router.get("/v1/collections/{collection}/graph", tags=["graph"])

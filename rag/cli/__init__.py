@@ -156,6 +156,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was committed by the unfinished step", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,11 +46,11 @@ def cmd_stats(args) -> int:
 
 def cmd_show(args) -> int:
     from rag.errors import NotFoundError
-    from rag.retrieve.graph import _fuzzy
+    from rag.retrieve.graph import fuzzy_match
     from rag.entities import entity_key
 
     svc, kg = _graph(args.collection)
-    key = kg.find(args.entity) or (_fuzzy(entity_key(args.entity), kg, 80.0) or (None,))[0]
+    key = kg.find(args.entity) or (fuzzy_match(entity_key(args.entity), kg, 80.0) or (None,))[0]
     if key is None:
         raise NotFoundError(f"no entity like {args.entity!r} in collection {args.collection!r}; "
                             f"see the best-connected ones with: rag graph stats --collection {args.collection}")

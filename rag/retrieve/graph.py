@@ -107,14 +107,14 @@ def link(question: str, kg: KnowledgeGraph, fuzzy_min: float = 88.0) -> list[Lin
         if k in kg:
             found[k] = Link(k, surface, 1.0, bool(kg.g.nodes[k]["title"]), len(kg.g.nodes[k]["title"]))
         elif len(k) >= 4:
-            hit = _fuzzy(k, kg, fuzzy_min)
+            hit = fuzzy_match(k, kg, fuzzy_min)
             if hit and hit[0] not in found:
                 about = kg.g.nodes[hit[0]]["title"]
                 found[hit[0]] = Link(hit[0], surface, hit[1] / 100.0, bool(about), len(about))
     return list(found.values())
 
 
-def _fuzzy(key: str, kg: KnowledgeGraph, cutoff: float) -> tuple[str, float] | None:
+def fuzzy_match(key: str, kg: KnowledgeGraph, cutoff: float) -> tuple[str, float] | None:
     from rapidfuzz import fuzz, process
 
     keys = kg.g.graph.setdefault("_keys", list(kg.g.nodes))  # cached per loaded graph
