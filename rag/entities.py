@@ -7,8 +7,9 @@ retrieval finds the mentions of a question to link them to graph nodes. No model
   quoted titles ("La Luna").
 - Korean: runs of kiwipiepy NNP (proper noun) morphemes ("서울특별시", "이순신").
 Limits: common nouns are not entities; a capitalised word at the start of a sentence is
-kept unless it is a known function word, so "Starting in 2011" is dropped but "Pixar
-said" is kept. Precision is traded for speed: the retriever weighs nodes by degree.
+kept unless it is a known function or time word, a verb form, or a word the same text also
+writes in lower case, so "Starting in 2011", "Today the ..." and "Green tea (... green tea)"
+are dropped but "Pixar said" is kept. Precision is traded for speed: the retriever weighs nodes by degree.
 
 `entity_key` is the entity resolution: case, punctuation, initials, possessives, a leading
 "the" and a trailing Wikipedia-style "(disambiguator)" do not make a different entity."""
@@ -35,6 +36,8 @@ thus so both either neither each every all some many most more other such one tw
 five six seven eight nine ten first second third mr mrs ms dr st
 january february march april may june july august september october november december
 monday tuesday wednesday thursday friday saturday sunday
+today yesterday tomorrow tonight now nowadays currently recently later earlier meanwhile
+ce bce bc ad am pm utc gmt
 """.split())
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
 _INITIALS = re.compile(r"\b((?:\w\s?\.\s?){2,})")
@@ -82,8 +85,11 @@ def mentions(text: str) -> list[tuple[str, int]]:
 
 def latin_mentions(text: str) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
+    # Words this text also writes in lower case are common words: "Green tea ..." opening a
+    # sentence is not a name when "green tea" appears later.
+    lower = {w for w in re.findall(r"\b[a-z][\w'’\-]*", text)}
     for a, b in sentences(text) if not has_hangul(text) else [(0, len(text))]:
-        out.extend(_capitalised_spans(text, a, b))
+        out.extend(_capitalised_spans(text, a, b, lower))
     for m in _QUOTED.finditer(text):
         q = m.group(1).strip()
         if 0 < len(q.split()) <= 8 and q[:1].isalnum():
@@ -91,7 +97,7 @@ def latin_mentions(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _capitalised_spans(text: str, a: int, b: int) -> list[tuple[str, int]]:
+def _capitalised_spans(text: str, a: int, b: int, lower: set[str] = frozenset()) -> list[tuple[str, int]]:
     toks = list(_TOKEN.finditer(text, a, b))
     out, i = [], 0
     while i < len(toks):
@@ -112,8 +118,9 @@ def _capitalised_spans(text: str, a: int, b: int) -> list[tuple[str, int]]:
             else:
                 break
         span = toks[i:j]
-        if len(span) == 1 and span[0].start() == a and re.search(r"(ing|ed|ly)$", span[0].group()):
-            span = []  # "Starting in 2011, ...": a capitalised verb form, not a name
+        if len(span) == 1 and span[0].start() == a and (re.search(r"(ing|ed|ly)$", span[0].group())
+                                                          or span[0].group().lower() in lower):
+            span = []  # "Starting in 2011, ...", "Green tea ...": capitalised because they open the sentence
         while span and span[0].group().lower() in _NOT_NAMES:
             span = span[1:]
         while span and (span[-1].group().lower() in _CONNECT or span[-1].group().lower() in _NOT_NAMES):

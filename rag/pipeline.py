@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rag.answer.abstain import DEFAULT_THRESHOLD, ground, threshold_for
+from rag.answer.abstain import DEFAULT_THRESHOLD, abstention, ground, threshold_for
 from rag.answer.prompt import (MAX_NEW_TOKENS, ScriptedGenerator, abstain_message, best_quote, build_messages,
                                is_abstention, parse_citations, strip_markers)
 from rag.config import Settings
@@ -30,7 +30,6 @@ from rag.text import is_korean, tokenize
 from rag.types import Answer, Citation, Hit
 
 RANKED = 10  # how many ranked passages an answer's trace keeps
-NO_PASSAGE = "retrieval found no passage sharing a content word with the question"
 
 
 class RagService:
@@ -163,7 +162,7 @@ class RagService:
         hits, trace = self.retrieve(question, collection)
         timings["retrieve_s"] = time.perf_counter() - t0
         if not relevant(question, hits):
-            trace["abstain_reason"] = NO_PASSAGE
+            trace.update(abstention("no_passage"))
             timings["total_s"] = time.perf_counter() - t0
             yield Answer(question, abstain_message(question), (), tuple(hits), True, self.generator.name, timings,
                          trace=trace)
@@ -239,7 +238,7 @@ class RagService:
         """From the raw reply to an Answer: citations checked, the grounding check and the
         calibrated abstention applied (rag.answer.abstain), abstention made plain."""
         if is_abstention(raw):
-            trace["abstain_reason"] = "the model found no answer in the passages"
+            trace.update(abstention("model_found_none"))
             return Answer(question, abstain_message(question), (), tuple(hits), True, model, timings, trace=trace)
         text, cites = parse_citations(raw, hits)
         if not cites:
@@ -275,7 +274,9 @@ def relevant(question: str, hits: list[Hit]) -> bool:
 def attribute(answer: str, hits: list[Hit]) -> tuple[Citation, ...]:
     """Cite the first passage that contains the answer (case and spacing aside). The decoder is
     asked for the phrase only, so this is how most answers get their citation: deterministic,
-    and checkable. An answer found in no passage stays uncited (the grounding check judges it)."""
+    and checkable. A reworded answer ("31 meters" for "31 metres") cites the passage holding all
+    of its numbers and most of its words; an answer found in no passage stays uncited (the
+    grounding check judges it)."""
     def norm(t: str) -> str:
         return " ".join(t.lower().split())
 
@@ -283,7 +284,16 @@ def attribute(answer: str, hits: list[Hit]) -> tuple[Citation, ...]:
     for n, h in enumerate(hits, 1):
         if low and low in norm(h.chunk.text):
             return (Citation(n, h.chunk.id, h.chunk.source, best_quote(answer, h.chunk.text)),)
-    return ()
+    words = set(tokenize(answer))
+    numbers = {w for w in words if any(c.isdigit() for c in w)}
+    shares = [(len(words & found) / len(words), -n) for n, h in enumerate(hits, 1)
+              if words and numbers <= (found := set(tokenize(h.chunk.text)))]
+    share, neg_marker = max(shares, default=(0.0, 0))  # the best share; the first passage on a tie
+    if share < 0.5:
+        return ()
+    marker = -neg_marker
+    h = hits[marker - 1]
+    return (Citation(marker, h.chunk.id, h.chunk.source, best_quote(answer, h.chunk.text)),)
 
 
 def adapter_path(settings: Settings) -> Path | None:

@@ -105,7 +105,8 @@ def test_pipeline_abstains_when_the_probe_says_the_passages_do_not_answer(sample
     q = "Who was the first keeper of the lighthouse?"
     svc._lazy["answerability"] = Probe("state-fake", 1, (-4.0, 0.0), 0.0, 0.5, {})  # P = 0.018
     a = svc.ask(q, "default")
-    assert a.abstained and "P(the passages answer the question) 0.02" in a.trace["abstain_reason"]
+    assert a.abstained and a.trace["abstain_code"] == "low_confidence"
+    assert "2% sure" in a.trace["abstain_reason"] and "50% or more" in a.trace["abstain_reason"]
     assert a.trace["withheld_answer"].startswith("Margaret Ellison")
     svc._lazy["answerability"] = Probe("state-fake", 1, (4.0, 0.0), 0.0, 0.5, {})  # P = 0.98
     a = svc.ask(q, "default")

@@ -65,6 +65,19 @@ def test_ask_returns_cited_answer(api):
     assert "verdicts" in d
 
 
+def test_responses_name_files_never_server_paths(api):
+    from conftest import SAMPLE
+
+    client, keys = api
+    h = bearer(keys["alpha_reader"])
+    responses = [client.post("/v1/ask", json={"question": QUESTION, "collection": "alpha"}, headers=h),
+                 client.post("/v1/search", json={"question": QUESTION, "collection": "alpha"}, headers=h),
+                 client.get("/v1/collections/alpha/documents", headers=h)]
+    for r in responses:
+        assert r.status_code == 200 and str(SAMPLE) not in r.text, r.text[:300]
+    assert [c["source"] for c in responses[0].json()["citations"]] == ["lighthouse.txt"]
+
+
 def test_wrong_collection_is_403_everywhere(api):
     client, keys = api
     h = bearer(keys["alpha_reader"])

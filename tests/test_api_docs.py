@@ -49,6 +49,24 @@ def test_upload_ingest_list_get_delete(api):
     assert client.get(f"/v1/collections/beta/documents/{names['otters.md']['id']}", headers=h).status_code == 404
 
 
+def test_a_rejected_upload_is_reported_by_name_and_not_kept(api):
+    client, keys, tmp = api
+    h = bearer(keys["beta_writer"])
+    junk = ("files", ("junk.pdf", bytes(range(256)) * 4, "application/pdf"))  # not a PDF, whatever its name
+    r = client.post("/v1/collections/beta/documents", files=[junk], headers=h)
+    job = wait(client, r.json()["job"]["id"], keys["beta_writer"])
+    assert job["status"] == "failed" and job["result"]["rejected"] == ["junk.pdf"]
+    err = next(e for e in job["errors"] if e["path"] == "junk.pdf")
+    assert err["reason"] and str(tmp) not in err["reason"]  # no server path
+    assert not list((tmp / "var" / "uploads").rglob("junk.pdf"))
+    # one good file beside a bad one: the good one is ingested, the job is done, the bad one reported
+    good = ("files", ("newts.txt", b"Newts regrow lost limbs within weeks.", "text/plain"))
+    r = client.post("/v1/collections/beta/documents", files=[good, junk], headers=h)
+    job = wait(client, r.json()["job"]["id"], keys["beta_writer"])
+    assert job["status"] == "done" and job["result"]["added"] == 1 and job["result"]["rejected"] == ["junk.pdf"]
+    assert not list((tmp / "var" / "uploads").rglob("junk.pdf"))
+
+
 def test_read_key_cannot_delete_and_cross_collection_doc_is_hidden(api):
     client, keys, _ = api
     alpha_docs = client.get("/v1/collections/alpha/documents", headers=bearer(ADMIN)).json()["documents"]

@@ -51,6 +51,9 @@ def test_eval_job(api, tmp_path):
     assert job["status"] == "done", job
     rep = client.get(f"/v1/evals/{eval_id}", headers=bearer(ADMIN)).json()
     assert rep["metrics"]["n"] == 2 and "metrics.json" in rep["files"]
+    # the corpus was ingested for the run only: no collection of it is left for anyone to see
+    names = [c["name"] for c in client.get("/v1/collections", headers=bearer(ADMIN)).json()["collections"]]
+    assert names and not [n for n in names if n.startswith("eval-")]
     f = client.get(f"/v1/evals/{eval_id}/files/metrics.json", headers=bearer(ADMIN))
     assert f.status_code == 200 and f.json()["n"] == 2
     assert client.get(f"/v1/evals/{eval_id}/files/..%2F..%2Frag.db", headers=bearer(ADMIN)).status_code in (400, 404)

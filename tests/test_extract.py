@@ -45,8 +45,26 @@ def test_extract_english_chunk_title_aliases_and_relations():
     assert "trigiani" not in keys  # the surname alone resolves to the full name
     rels = {(entity_key(t.subject), t.relation, entity_key(t.object)) for t in f.triples}
     assert ("adriana trigiani", "mentions", "greenwich village") in rels
-    assert ("big stone gap", "was directed by", "adriana trigiani") in rels
+    assert ("big stone gap", "directed by", "adriana trigiani") in rels
     assert all(t.chunk_id == 7 for t in f.triples)
+
+
+def test_sentence_openers_dates_and_common_words_are_not_entities():
+    text = ("Today the lighthouse is a museum. Green tea and black tea come from one plant; green tea is "
+            "not oxidised. The writer Lu Yu composed The Classic of Tea around 760 CE.")
+    keys = {entity_key(s) for _r, s in extract_chunk(_chunk(text, "Tea", 1)).entities}
+    assert {"lu yu", "classic of tea"} <= keys
+    assert not keys & {"today", "green", "ce"}
+
+
+def test_a_pronoun_subject_relates_the_entity_the_text_is_about():
+    text = ("The Harbor Point Lighthouse was completed in 1874. It was designed by the engineer Margaret "
+            "Ellison. Mars is the fourth planet. It is often called the Red Planet.")
+    f = extract_chunk(_chunk(text, "The Harbor Point Lighthouse", 2))
+    rels = {(entity_key(t.subject), t.relation, entity_key(t.object)) for t in f.triples}
+    assert ("harbor point lighthouse", "designed by", "margaret ellison") in rels
+    assert ("mars", "often called", "red planet") in rels  # "It" is the previous sentence's subject
+    assert not any(r[0] == "harbor point lighthouse" and r[1] != "mentions" and r[2] == "red planet" for r in rels)
 
 
 def test_extract_korean_proper_nouns_with_kiwi():
@@ -58,3 +76,4 @@ def test_extract_korean_proper_nouns_with_kiwi():
     assert "장군" not in keys and "무신" not in keys  # common nouns are not entities
     rels = {(entity_key(t.subject), t.relation, entity_key(t.object)) for t in f.triples}
     assert ("이순신", "mentions", "한산도") in rels
+    assert not any(t.relation in ("은", "는") for t in f.triples)  # a particle is not a relation

@@ -75,3 +75,18 @@ def test_phrase_found_in_no_passage_stays_uncited(sample_service):
     sample_service._generator = _PhraseOnly("a purple elephant")
     a = sample_service.ask("How many steps lead to the lantern room of the lighthouse?", "default")
     assert a.citations == () and "[" not in a.text
+
+
+def test_a_reworded_answer_cites_the_passage_with_its_numbers_and_words():
+    from rag.pipeline import attribute
+    from rag.types import Chunk, Hit
+
+    def hit(i, text):
+        return Hit(Chunk(i, "d", text, 0, len(text), 0, f"{i}.txt", ""), 1.0, "fused")
+
+    hits = [hit(5, "Hallasan on Jeju is 1,947 metres high."), hit(6, "The tower is 31 metres tall; its lens came from Paris.")]
+    (c,) = attribute("31 meters", hits)  # the decoder's spelling, not the passage's
+    assert c.marker == 2 and c.chunk_id == 6 and "31 metres" in c.quote
+    assert attribute("42 meters", hits) == ()  # a number no passage holds: uncited, the check judges it
+    assert attribute("London fog", hits) == ()
+

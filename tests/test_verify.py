@@ -40,6 +40,15 @@ def test_deterministic_check_overrules_a_confident_judge():
     assert not bad.supported and bad.verdicts[0].score <= 0.1
 
 
+def test_the_evidence_of_a_cited_claim_is_a_passage_it_cites():
+    other = "Thomas Stevenson built it in 1890, the records say."
+    v = Verifier(LexicalJudge(), 0.5)
+    # the uncited passage 1 supports the claim as well as passage 2 does; the claim cites passage 2
+    check = v.verify("Who built it?", "Thomas Stevenson built it in 1890 [2]", (Citation(2, 7, "src.txt", ""),),
+                     [_hit(other, 8), _hit()])
+    assert check.verdicts[0].evidence_chunk_id == 7
+
+
 def test_each_sentence_is_a_claim_and_drop_keeps_supported_ones():
     v = Verifier(LexicalJudge(), 0.5)
     text = "The lighthouse was built in 1890 [1]. Penguins invented the telescope in Skerry [1]."
@@ -50,6 +59,7 @@ def test_each_sentence_is_a_claim_and_drop_keeps_supported_ones():
     assert not dropped.abstained and "Penguins" not in dropped.text and "1890" in dropped.text
     abst = ground(a, v, "abstain", 0.0)
     assert abst.abstained and abst.trace["withheld_answer"] == text and len(abst.verdicts) == 2
+    assert abst.trace["abstain_code"] == "unsupported" and abst.trace["withheld_citations"][0]["chunk_id"] == 7
     report = ground(a, v, "report", 0.0)
     assert report.text == text and not report.abstained
     # a judge threshold given with the answer replaces the verifier's own
@@ -63,7 +73,7 @@ def test_low_sufficiency_abstains_even_when_supported():
     weak = Hit(_hit().chunk, 0.01, "reranked")  # the reranker thinks the best passage is off-topic
     a = Answer("When was it built?", "1890 [1]", (Citation(1, 7, "s", ""),), (weak,), False, "m", {})
     out = ground(a, v, "abstain", 0.3)
-    assert out.abstained and "sufficiency" in out.trace["abstain_reason"]
+    assert out.abstained and out.trace["abstain_code"] == "low_confidence" and "sure" in out.trace["abstain_reason"]
 
 
 def test_pipeline_answers_carry_verdicts(sample_service):

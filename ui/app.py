@@ -34,11 +34,13 @@ def sidebar() -> None:
         st.sidebar.error(f"cannot reach the API at {url}: {type(e).__name__}")
         names = []
     st.session_state["collections"] = names
+    chosen = None
     if names:
         default = names.index("default") if "default" in names else 0
-        st.session_state["collection"] = st.sidebar.selectbox("Collection", names, index=default)
-    else:
-        st.session_state["collection"] = st.sidebar.text_input("Collection", "default")
+        chosen = st.sidebar.selectbox("Collection", names, index=default)
+    new = st.sidebar.text_input("New collection", placeholder="a name, then upload documents into it",
+                                help="Letters, digits, '_', '-' or '.'; it exists once it holds a document.")
+    st.session_state["collection"] = new.strip() or chosen or "default"
 
 
 sidebar()

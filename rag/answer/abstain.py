@@ -22,7 +22,7 @@ changing either."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from rag.answer.prompt import abstain_message
 from rag.types import Answer, Hit
@@ -74,21 +74,38 @@ def ground(answer: Answer, verifier, policy: str, threshold: float, judge_thresh
              "judge_threshold": judge_threshold,
              "citation_support": {str(k): v for k, v in check.citation_support.items()}}
     out = replace(answer, verdicts=check.verdicts, trace=trace)
-    reason = None
+    code = None
     if suff < threshold:
-        what = "P(the passages answer the question)" if "answerability" in answer.trace else "sufficiency"
-        reason = f"{what} {suff:.2f} is below the calibrated threshold {threshold:.2f}"
+        code = "low_confidence"
     elif not check.supported and policy == "abstain":
-        reason = "the grounding check found an unsupported claim"
+        code = "unsupported"
     elif not check.supported and policy == "drop":
         if not check.kept_text:
-            reason = "the grounding check found no supported claim"
+            code = "unsupported"
         else:
             kept_markers = {c.marker for c in answer.citations if f"[{c.marker}]" in check.kept_text}
             cites = tuple(c for c in answer.citations if c.marker in kept_markers) or answer.citations
             out = replace(out, text=check.kept_text, citations=cites,
                           trace={**trace, "dropped_claims": [v.claim for v in check.verdicts if not v.supported]})
-    if reason:
+    if code:
         out = replace(out, text=abstain_message(answer.question), citations=(), abstained=True,
-                      trace={**trace, "abstain_reason": reason, "withheld_answer": answer.text})
+                      trace={**trace, **abstention(code, suff, threshold), "withheld_answer": answer.text,
+                             "withheld_citations": [asdict(c) for c in answer.citations]})
     return out
+
+
+def abstention(code: str, confidence: float | None = None, bar: float | None = None) -> dict:
+    """Why an answer was not given, for the trace: `abstain_code` for programs and
+    `abstain_reason` in plain words for the person who asked (the UI shows it as it is)."""
+    reasons = {
+        "no_passage": "None of the passages found shares a word with the question, so there is nothing to "
+                      "answer from.",
+        "model_found_none": "The model read the passages and found no answer to the question in them.",
+        "unsupported": "The answer it found is not supported by the passages it cites.",
+    }
+    if code == "low_confidence":
+        reason = (f"The passages may not answer this question: the system was {confidence:.0%} sure that they "
+                  f"do, and it answers only at {bar:.0%} or more.")
+    else:
+        reason = reasons[code]
+    return {"abstain_code": code, "abstain_reason": reason}

@@ -1,7 +1,8 @@
 """The answer-time grounding check: every claim of an answer against the passages it cites.
 
 An answer is split into claims (sentences). Each claim is scored by a judge against every
-passage in the context; the verdict records the best-supporting passage. A claim is
+passage in the context; the verdict records the best-supporting passage among those the claim
+cites (any passage when it cites none), so the evidence shown is what the answer cites. A claim is
 supported only if (a) the judge's P(supported) reaches the threshold and (b) the
 deterministic checks pass: every number, year, quoted span and capitalised name in the
 claim occurs in the passages it cites (or, uncited, in the context). The judge alone misses
@@ -153,6 +154,8 @@ class Verifier:
             # (not a hallucination) but its citation is wrong, which citation_precision counts.
             best = max(range(len(scores)), key=lambda i: scores[i]) if scores else None
             score = scores[best] if best is not None else 0.0
+            if scores and markers:  # the evidence shown is the best of the passages the claim cites
+                best = max((n - 1 for n in markers), key=lambda i: scores[i])
             if self.state_judge is not None and hits and not (is_korean(claim) or is_korean(question)):
                 score = self.state_judge.claim_support(question, claim, hits)
             ev_passages = [passages[n - 1] for n in markers] if markers else passages

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -47,16 +48,27 @@ def sse(event: str, payload: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def display_source(source: str) -> str:
+    """What a caller calls a document: its file name, never a path on the server (files are
+    recorded by absolute path); a JSONL corpus record keeps its record id."""
+    return PurePosixPath(source).name if source.startswith("/") else source
+
+
 def answer_json(answer: Answer, collection: str) -> dict:
     d = answer.to_dict()
     d["answer"] = d["text"]
     d["collection"] = collection
+    for item in [*d["citations"], *d["context"], *d["trace"].get("withheld_citations", [])]:
+        item["source"] = display_source(item["source"])
+    if "retrieved_sources" in d["trace"]:
+        d["trace"]["retrieved_sources"] = [display_source(s) for s in d["trace"]["retrieved_sources"]]
     return d
 
 
 def hit_json(h: Hit) -> dict:
-    return {"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "source": h.chunk.source, "title": h.chunk.title,
-            "text": h.chunk.text, "start": h.chunk.start, "end": h.chunk.end, "score": h.score, "stage": h.stage}
+    return {"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "source": display_source(h.chunk.source),
+            "title": h.chunk.title, "text": h.chunk.text, "start": h.chunk.start, "end": h.chunk.end,
+            "score": h.score, "stage": h.stage}
 
 
 def prepare_ask(st: ApiState, who: Principal, question: str, collection: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from rag.api.deps import principal, state
+from rag.api.deps import display_source, principal, state
 from rag.api.jobs import ingest_work
 from rag.api.auth import Principal
 from rag.store.collection import check_name
@@ -85,7 +85,7 @@ def save_upload(settings, folder: Path, up: UploadFile) -> Path:
 
 
 def doc_json(d, chars: bool = True) -> dict:
-    out = {"id": d.doc_hash, "source": d.source, "name": Path(d.source).name, "title": d.title,
+    out = {"id": d.doc_hash, "source": display_source(d.source), "name": Path(d.source).name, "title": d.title,
            "created_at": d.created_at.isoformat() if d.created_at else None}
     if chars:
         out["chars"] = len(d.text or "")

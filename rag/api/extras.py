@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from rag.api.deps import principal, state
+from rag.api.deps import display_source, principal, state
 from rag.api.documents import safe_target, save_upload
 from rag.api.auth import Principal
 from rag.errors import InputError, NotFoundError, RagError
@@ -65,7 +65,12 @@ def graph(collection: str, request: Request, entity: str = "", hops: int = 1, li
               "chunks": sorted(kg.chunks_of(n))[:20]} for n, d in depth.items()]
     edges = [{"source": a, "target": b, "relations": {r: sorted(ids) for r, ids in kg.g.edges[a, b]["rels"].items()}}
              for a, b in kg.g.subgraph(depth).edges]
-    return {"collection": collection, "entity": kg.g.nodes[key]["name"], "nodes": nodes, "edges": edges}
+    # each passage a relation rests on, by the name of its document (title, file name)
+    ids = sorted({i for e in edges for rel_ids in e["relations"].values() for i in rel_ids})
+    found = state(request).svc.store.chunks(collection, ids[:400])
+    documents = {i: {"title": c.title, "source": display_source(c.source)} for i, c in found.items()}
+    return {"collection": collection, "entity": kg.g.nodes[key]["name"], "nodes": nodes, "edges": edges,
+            "documents": documents}
 
 
 @router.get("/v1/collections/{collection}/chunks/{chunk_id}", tags=["documents"])
@@ -76,7 +81,7 @@ def get_chunk(collection: str, chunk_id: int, request: Request, who: Principal =
     if chunk_id not in found:
         raise NotFoundError(f"no chunk {chunk_id} in collection {collection!r}")
     c = found[chunk_id]
-    return {"chunk_id": c.id, "doc_id": c.doc_id, "source": c.source, "title": c.title, "text": c.text,
+    return {"chunk_id": c.id, "doc_id": c.doc_id, "source": display_source(c.source), "title": c.title, "text": c.text,
             "start": c.start, "end": c.end}
 
 
@@ -121,9 +126,15 @@ def start_eval(request: Request, files: list[UploadFile] = File(...), mode: str 
                               retrieval_mode="full", mode=mode)
 
     def work(job) -> None:
+        from evals.qa import collection_name
+        from rag.store.collection import drop_collection
+
         job.stage = f"evaluating ({mode})"
         job.progress_fn = lambda: (min(count_lines(out / "records.jsonl"), total), total)
-        job.result = {"eval_id": eval_id, "metrics": module.run(st.settings, args)}
+        try:
+            job.result = {"eval_id": eval_id, "metrics": module.run(st.settings, args)}
+        finally:  # the uploaded corpus was ingested for this run only: no user should see it
+            drop_collection(st.svc.store, st.settings.data_dir, collection_name(data))
 
     job = st.jobs.submit("eval", "*", who.name, work, total=total)
     (out.parent / "job.json").write_text(json.dumps({"job": job.id, "mode": mode, "limit": limit}))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.errors import NotFoundError, RagError
+from rag.errors import InputError, NotFoundError, RagError
 
 
 
@@ -118,9 +118,19 @@ def ingest_work(svc, files: list[Path], collection: str) -> Callable[[Job], None
         job.total = len(files)
         report = ingest_paths(svc.settings, svc.store, svc.embedder(), files, collection, progress=False,
                               on_progress=progress)
-        job.errors.extend({"path": Path(e.path).name, "reason": e.reason} for e in report.errors)
+        # the caller's file name, not the upload folder's path on the server, in both fields
+        job.errors.extend({"path": Path(e.path).name, "reason": e.reason.replace(str(e.path), Path(e.path).name)}
+                          for e in report.errors)
+        # A rejected upload is not kept: nothing could read it, and nobody could see or delete it.
+        uploads = (svc.settings.data_dir / "uploads").resolve()
+        for e in report.errors:
+            if Path(e.path).resolve().is_relative_to(uploads):
+                Path(e.path).unlink(missing_ok=True)
         job.result = {**{k: len(getattr(report, k)) for k in ("added", "replaced", "unchanged", "duplicates")},
-                      "chunks": report.chunks, "index_version": report.index_version}
+                      "chunks": report.chunks, "index_version": report.index_version,
+                      "rejected": [Path(e.path).name for e in report.errors]}
+        if report.errors and not (report.added or report.replaced or report.unchanged or report.duplicates):
+            raise InputError("none of the files could be ingested")  # each file's reason is in job.errors
         job.stage = "done"
 
     return work

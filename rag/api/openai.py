@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.api.deps import answer_json, prepare_ask, principal, state
+from rag.api.deps import answer_json, display_source, prepare_ask, principal, state
 from rag.api.auth import Principal
 from rag.errors import InputError, RagError
 from rag.types import Answer
@@ -55,7 +55,7 @@ def last_question(messages: list[ChatMessage]) -> str:
 def sources_text(answer: Answer) -> str:
     if not answer.citations:
         return ""
-    lines = [f"[{c.marker}] {c.source}: \"{c.quote}\"" for c in answer.citations]
+    lines = [f"[{c.marker}] {display_source(c.source)}: \"{c.quote}\"" for c in answer.citations]
     return "\n\nSources:\n" + "\n".join(lines)
 
 

@@ -336,7 +336,7 @@ def answer_from_outcome(question: str, outcome: SqlOutcome, db_name: str, genera
     model = getattr(generator, "name", "")
     if att is None or not att.result.rows:
         why = "the query found no rows" if att is not None else (outcome.attempts[-1].error or "no valid SQL")
-        trace["abstain_reason"] = f"database: {why}"
+        trace.update(abstain_code="database", abstain_reason=f"The database gave no answer: {why}.")
         return Answer(question, f"I don't know: the database gave no answer ({why}).", (), (), True, model,
                       timings, trace=trace)
     res = att.result

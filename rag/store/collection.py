@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from rag.errors import InputError
 from rag.store import graph
 from rag.store.index import BM25Index, FaissIndex, fsync_tree
-from rag.store.metadata import ChunkRow, CollectionRow, DocumentRow, Store
+from rag.store.metadata import ChunkRow, CollectionRow, DocumentRow, IngestRunRow, Store
 from rag.types import Chunk, Document
 
 _NAME = re.compile(r"^[\w][\w.\-]{0,63}$")
@@ -112,7 +112,7 @@ def apply_changes(store: Store, data_dir: Path, collection: str, embedder: str, 
                   run_stats: dict | None = None, before_commit: Callable[[], None] | None = None) -> CollectionRow:
     """Remove documents by source and add new ones, in the database and every index, atomically.
     Call under `collection_lock`. `before_commit` is a test hook to simulate a crash."""
-    from rag.store.metadata import IngestRunRow, _now
+    from rag.store.metadata import _now
 
     with store.transaction() as s:
         col = store.collection(s, collection, embedder, dim, create=True)
@@ -174,3 +174,19 @@ def sweep_versions(data_dir: Path, name: str, keep: int) -> None:
     for p in collection_dir(data_dir, name).glob("v[0-9]*"):
         if p.name != f"v{keep:06d}":
             shutil.rmtree(p, ignore_errors=True)
+
+
+def drop_collection(store: Store, data_dir: Path, name: str) -> bool:
+    """Remove a collection: its rows in one transaction, then its index folders (a crash in
+    between leaves folders no row names, which nothing reads). False when there was none."""
+    with collection_lock(data_dir, name):
+        with store.transaction() as s:
+            col = s.scalar(select(CollectionRow).where(CollectionRow.name == name))
+            if col is None:
+                return False
+            s.execute(delete(ChunkRow).where(ChunkRow.collection_id == col.id))
+            s.execute(delete(DocumentRow).where(DocumentRow.collection_id == col.id))
+            s.execute(delete(IngestRunRow).where(IngestRunRow.collection_id == col.id))
+            s.delete(col)
+    shutil.rmtree(collection_dir(data_dir, name), ignore_errors=True)
+    return True

@@ -1,9 +1,11 @@
-"""Ask page: a streamed answer, numbered citations that open the source passage with the
-quoted span highlighted, verdict badges per claim (when the grounding check ran), a plain
-abstention state and the latency of each stage."""
+"""Ask page: a streamed draft, then the checked answer with numbered citations that open the
+source passage with the quoted sentence highlighted; or, when no answer is given, the reason in
+plain words and, where the system withheld one, what it found and why it was not sure. The
+page never shows a draft or a check result that contradicts what it finally says."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import streamlit as st
@@ -13,13 +15,24 @@ from ui.client import ApiError, highlight
 api = st.session_state["api"]
 collection = st.session_state["collection"]
 
+# Who wrote an answer, explained once, in words (Answer.model names the model).
+MODELS = {"extractive-reader": "the reading model, which copies the answer out of a passage",
+          "qwen": "the language model (Qwen2.5-Coder 0.5B), which writes a short answer from the passages",
+          "smollm2": "the small language model (SmolLM2 135M), which writes a short answer from the passages",
+          "scripted": "the stand-in model (test mode: no real model is loaded)"}
+STAGES = {"retrieve_s": "search", "generate_s": "answer", "verify_s": "check", "total_s": "total"}
+
 st.title("Ask")
-st.caption(f"Answers come only from collection **{collection}**, with citations; "
+st.caption(f"Answers come only from the documents of collection **{collection}**, with their sources; "
            "when the documents don't hold the answer, it says so.")
 
 with st.form("ask"):
     question = st.text_input("Question", key="question", placeholder="e.g. Who designed the Harbor Point Lighthouse?")
     asked = st.form_submit_button("Ask", type="primary")
+
+
+def model_words(model: str) -> str:
+    return next((words for key, words in MODELS.items() if model.lower().startswith(key)), model)
 
 
 def passage_for(answer: dict, chunk_id: int) -> dict | None:
@@ -32,46 +45,69 @@ def passage_for(answer: dict, chunk_id: int) -> dict | None:
         return None
 
 
+def name_of(p: dict | None, source: str = "") -> str:
+    """A passage as a reader knows it: its document's title and file name."""
+    if not p:
+        return source
+    title, src = (p.get("title") or "").strip(), p.get("source") or source
+    return f"{title} ({src})" if title and title != src else src
+
+
+def show_sources(answer: dict, citations: list[dict]) -> None:
+    for c in citations:
+        p = passage_for(answer, c["chunk_id"])
+        with st.expander(f"[{c['marker']}] {name_of(p, c['source'])}"):
+            if p:
+                st.markdown(f'<div class="passage">{highlight(p["text"], c["quote"])}</div>', unsafe_allow_html=True)
+            else:
+                st.markdown(f"> {c['quote']}")
+
+
+def show_checks(answer: dict) -> None:
+    """Each claim and the passage that supports it, in words; numbers only as a percentage."""
+    for v in answer.get("verdicts") or []:
+        p = passage_for(answer, v["evidence_chunk_id"]) if v.get("evidence_chunk_id") is not None else None
+        where = f" by {name_of(p)}" if p else ""
+        if v["supported"]:
+            st.markdown(f":green-badge[✔ supported] “{v['claim']}”{where}")
+        else:
+            st.markdown(f":red-badge[✘ not supported] “{v['claim']}” is not backed by the passages")
+
+
 def show_answer(answer: dict) -> None:
+    trace = answer.get("trace") or {}
     if answer["abstained"]:
-        st.warning(f"**No answer.** {answer['text']}", icon=":material/help:")
-        st.caption("Nothing in the retrieved passages supports an answer, so none is given.")
+        reason = trace.get("abstain_reason") or "The documents do not contain the answer."
+        st.warning(f"**No answer.** {reason}", icon=":material/help:")
+        withheld = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", trace.get("withheld_answer") or "").strip()
+        if withheld:
+            cites = trace.get("withheld_citations") or []
+            where = f" in {name_of(passage_for(answer, cites[0]['chunk_id']), cites[0]['source'])}" if cites else ""
+            st.markdown(f'<div id="withheld">What it found{html.escape(where)}: <b>{html.escape(withheld)}</b> '
+                        "— not given, because it was not sure of it.</div>", unsafe_allow_html=True)
+            show_sources(answer, cites)
+            with st.expander("How the found answer was checked"):
+                show_checks(answer)
     else:
-        # Markers [n] become superscript badges; the text itself is escaped by markdown rules.
+        # Markers [n] become bold badges; the text itself is escaped by markdown rules.
         text = re.sub(r"\[(\d+)\]", r" **[\1]**", answer["text"])
         st.markdown(f'<div id="answer-text">\n\n{text}\n\n</div>', unsafe_allow_html=True)
-    verdicts = answer.get("verdicts") or []
-    if verdicts:
-        st.subheader("Grounding check")
-        for v in verdicts:
-            badge = ":green-badge[✔ supported]" if v["supported"] else ":red-badge[✘ unsupported]"
-            st.markdown(f"{badge} {v['claim']}  \n:gray[score {v['score']:.2f}"
-                        + (f", evidence chunk {v['evidence_chunk_id']}" if v.get("evidence_chunk_id") is not None else "")
-                        + "]")
-    if answer["citations"]:
-        st.subheader("Sources")
-        for c in answer["citations"]:
-            p = passage_for(answer, c["chunk_id"])
-            title = (p or {}).get("title") or c["source"].rsplit("/", 1)[-1]
-            with st.expander(f"[{c['marker']}] {title} — {c['source'].rsplit('/', 1)[-1]}"):
-                if p:
-                    st.markdown(f'<div class="passage">{highlight(p["text"], c["quote"])}</div>',
-                                unsafe_allow_html=True)
-                else:
-                    st.markdown(f"> {c['quote']}")
-                st.caption(f"{c['source']} · chunk {c['chunk_id']}")
-    elif not answer["abstained"]:
-        st.info("The answer carries no citation.")
-    timings = {k.removesuffix("_s"): v for k, v in (answer.get("timings") or {}).items()}
-    if timings:
-        st.subheader("Latency")
-        cols = st.columns(len(timings))
-        for col, (k, v) in zip(cols, timings.items()):
-            col.metric(k, f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
-        st.caption(f"model: {answer.get('model', '?')}")
-    with st.expander(f"Retrieved passages ({len(answer.get('context', []))})"):
+        st.caption(f"Answered by {model_words(answer.get('model', ''))}.")
+        if answer["citations"]:
+            st.subheader("Sources")
+            show_sources(answer, answer["citations"])
+        else:
+            st.info("The answer carries no citation.")
+        if answer.get("verdicts"):
+            st.subheader("Checked against the sources")
+            show_checks(answer)
+    timings = answer.get("timings") or {}
+    parts = [f"{word} {timings[k]:.1f} s" for k, word in STAGES.items() if k in timings]
+    if parts:
+        st.caption("Time: " + " · ".join(parts))
+    with st.expander(f"Passages read ({len(answer.get('context', []))})"):
         for i, p in enumerate(answer.get("context", []), 1):
-            st.markdown(f"**{i}. {p['title'] or p['source']}** · score {p['score']:.3f} · {p['stage']}")
+            st.markdown(f"**{i}. {name_of(p)}**")
             st.text(p["text"][:600])
 
 
@@ -80,11 +116,11 @@ if asked and question.strip():
     box = st.empty()
     pieces: list[str] = []
     try:
-        with st.spinner("Retrieving and answering…"):
+        with st.spinner("Searching the documents and answering…"):
             for event, data in api.ask_stream(question, collection):
                 if event == "token":
                     pieces.append(data["text"])
-                    box.markdown("".join(pieces) + " ▌")
+                    box.caption("Draft, being checked: " + "".join(pieces) + " ▌")
                 elif event == "answer":
                     answer = data["answer"]
                 elif event == "error":
@@ -92,8 +128,8 @@ if asked and question.strip():
     except ApiError as e:
         st.error(e.detail)
     except Exception as e:  # noqa: BLE001 - a lost connection is shown, not raised
-        st.error(f"the API did not answer: {type(e).__name__}: {e}")
-    box.empty()  # the checked answer replaces the raw stream
+        st.error(f"the service did not answer: {type(e).__name__}")
+    box.empty()  # the checked answer replaces the draft
     if answer is not None:
         st.session_state["last_answer"] = answer
 elif asked:

@@ -1,6 +1,6 @@
 """Graph page: an entity's neighbourhood in the collection's knowledge graph, drawn as a
-network (Graphviz, rendered in the browser: no binary needed). Says so plainly when the API
-has no graph endpoint or the collection has no graph yet."""
+network (Graphviz, rendered in the browser: no binary needed), and its relations in words with
+the documents that state them. Says so plainly when the collection has no graph yet."""
 
 from __future__ import annotations
 
@@ -24,19 +24,29 @@ except ApiError as e:
     st.stop()
 
 if not stats.get("nodes"):
-    st.info(f"The graph of **{collection}** is empty: entities are extracted at ingest (RAG_GRAPH=on).")
+    st.info(f"The graph of **{collection}** is empty: people, places and things are found in the documents "
+            "when they are added.")
     st.stop()
 
+# Relations in words: "mentions" joins a document's subject to what it names; "co_occurs" two
+# names in one sentence with no verb between them.
+WORDS = {"mentions": "mentions", "co_occurs": "appears with"}
+
+
+def words(relation: str) -> str:
+    return WORDS.get(relation, relation)
+
+
 c1, c2, c3 = st.columns(3)
-c1.metric("entities", stats["nodes"])
-c2.metric("relations", stats["edges"])
-c3.metric("supporting chunks", stats.get("supporting_chunks", 0))
+c1.metric("people, places and things", stats["nodes"])
+c2.metric("relations between them", stats["edges"])
+c3.metric("passages they come from", stats.get("supporting_chunks", 0))
 top = [name for name, _deg in stats.get("top_degree", [])]
 left, right = st.columns([2, 1])
-entity = left.text_input("Entity", top[0] if top else "")
-hops = right.slider("Hops", 1, 2, 1)
+entity = left.text_input("Entity", top[0] if top else "", help="a name from the documents, e.g. a person or a place")
+hops = right.slider("Steps away", 1, 2, 1)
 if top:
-    st.caption("best connected: " + ", ".join(top))
+    st.caption("most connected: " + ", ".join(top))
 
 if entity:
     try:
@@ -49,11 +59,21 @@ if entity:
         colour = "#f4a261" if n["hop"] == 0 else ("#a8dadc" if n["hop"] == 1 else "#e9ecef")
         lines.append(f'{json.dumps(n["id"])} [label={json.dumps(n["name"])}, fillcolor="{colour}"];')
     for e in g["edges"]:
-        label = ", ".join(sorted(e["relations"]))[:40]
-        lines.append(f'{json.dumps(e["source"])} -- {json.dumps(e["target"])} [label={json.dumps(label)}, fontsize=9];')
+        # a stated relation names the edge; "mentions" / "appears with" only when nothing more is known
+        stated = sorted(r for r in e["relations"] if r not in WORDS) or sorted(words(r) for r in e["relations"])
+        lines.append(f'{json.dumps(e["source"])} -- {json.dumps(e["target"])} '
+                     f'[label={json.dumps(", ".join(stated)[:40])}, fontsize=9];')
     lines.append("}")
     st.graphviz_chart("\n".join(lines), width="stretch")
-    with st.expander("Edges and their supporting chunks"):
-        names = {n["id"]: n["name"] for n in g["nodes"]}
-        st.dataframe([{"from": names[e["source"]], "to": names[e["target"]], "relation": r, "chunks": ids}
-                      for e in g["edges"] for r, ids in e["relations"].items()], hide_index=True, width="stretch")
+    st.subheader("Relations and where they are stated")
+    names = {n["id"]: n["name"] for n in g["nodes"]}
+    docs = g.get("documents", {})
+
+    def where(ids: list[int]) -> str:
+        found = {docs[str(i)]["title"] or docs[str(i)]["source"] for i in ids if str(i) in docs}
+        return ", ".join(sorted(found))
+
+    rows = [{"from": names[e["source"]], "relation": words(r), "to": names[e["target"]], "stated in": where(ids)}
+            for e in g["edges"] for r, ids in e["relations"].items()]
+    rows.sort(key=lambda row: (row["relation"] in WORDS.values(), row["from"], row["to"]))
+    st.table(rows)  # a plain table: a few dozen rows, readable and searchable on the page
