@@ -28,6 +28,10 @@ def test_graph_routes(api):
         g = client.get("/v1/collections/alpha/graph", params={"entity": top[0][0]}, headers=bearer(ADMIN)).json()
         ids = {n["id"] for n in g["nodes"]}
         assert any(n["hop"] == 0 for n in g["nodes"]) and all({e["source"], e["target"]} <= ids for e in g["edges"])
+    g = client.get("/v1/collections/alpha/graph", params={"entity": "Margaret Ellison"}, headers=bearer(ADMIN)).json()
+    designed = [e for e in g["edges"] if "designed by" in e["relations"]]
+    assert designed and designed[0]["subjects"]["designed by"] == "harbor point lighthouse"
+    assert all(d["source"] == "lighthouse.txt" for d in g["documents"].values())
 
 
 def test_eval_job(api, tmp_path):

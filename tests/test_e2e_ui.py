@@ -214,21 +214,7 @@ def test_graph_page_shows_an_entitys_relations(fake_stack, browser, tmp_path):
 
 
 def test_evaluation_page_runs_to_its_results(fake_stack, browser, tmp_path):
-    corpus = [{"doc_id": "d1", "title": "Otters", "text": "Sea otters hold hands while they sleep so they do not drift apart."},
-              {"doc_id": "d2", "title": "Bees", "text": "Honey bees dance to show where flowers are."}]
-    qa = [{"qid": "q1", "question": "Why do sea otters hold hands?", "answers": ["so they do not drift apart"],
-           "answerable": True, "doc_id": "d1"},
-          {"qid": "q2", "question": "What colour is the zorblax?", "answers": [], "answerable": False, "doc_id": "d2"}]
-    for name, rows in (("corpus.jsonl", corpus), ("qa.jsonl", qa)):
-        (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    browser.get(fake_stack[0] + "evaluation")
-    upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
-    upload.send_keys(f"{tmp_path / 'corpus.jsonl'}\n{tmp_path / 'qa.jsonl'}")
-    click(browser, "Start evaluation")
-    wait_text(browser, "finished in", "Results", "F1 of the answers", timeout=180)
-    page = body(browser)
-    assert "Traceback" not in page and "Error" not in page.split("Results")[0]
-    WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, "iframe")))  # the report
+    run_evaluation(browser, fake_stack[0], tmp_path)
     screenshot(browser, tmp_path, "screenshot-evaluation-fake.png")
     # the corpus indexed for the run is gone: the sidebar lists no eval-… collection
     browser.get(fake_stack[0])
@@ -236,8 +222,27 @@ def test_evaluation_page_runs_to_its_results(fake_stack, browser, tmp_path):
     assert "eval-" not in body(browser)
 
 
+def run_evaluation(browser, ui: str, tmp_path: Path) -> None:
+    corpus = [{"doc_id": "d1", "title": "Otters", "text": "Sea otters hold hands while they sleep so they do not drift apart."},
+              {"doc_id": "d2", "title": "Bees", "text": "Honey bees dance to show where flowers are."}]
+    qa = [{"qid": "q1", "question": "Why do sea otters hold hands?", "answers": ["so they do not drift apart"],
+           "answerable": True, "doc_id": "d1"},
+          {"qid": "q2", "question": "What colour is the zorblax?", "answers": [], "answerable": False, "doc_id": "d2"}]
+    for name, rows in (("corpus.jsonl", corpus), ("qa.jsonl", qa)):
+        (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    browser.get(ui + "evaluation")
+    upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
+    upload.send_keys(f"{tmp_path / 'corpus.jsonl'}\n{tmp_path / 'qa.jsonl'}")
+    click(browser, "Start evaluation")
+    wait_text(browser, "finished in", "Results", "F1 of the answers", timeout=300)
+    page = body(browser)
+    assert "Traceback" not in page and "Error" not in page.split("Results")[0]
+    WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, "iframe")))  # the report
+
+
 @pytest.mark.slow
-def test_real_models_answer_with_a_citation_and_abstain_with_a_reason(browser, tmp_path):
+def test_every_page_with_the_real_models(browser, tmp_path):
+    """The shipped models on the sample corpus, page by page; the screenshots are the README's."""
     url, _api, procs = start_stack(tmp_path, "real")
     try:
         ask(browser, url, QUESTION, timeout=300)
@@ -245,12 +250,38 @@ def test_real_models_answer_with_a_citation_and_abstain_with_a_reason(browser, t
         assert "Margaret Ellison" in answer.text and "[1]" in answer.text
         assert "lighthouse.txt" in body(browser)
         screenshot(browser, tmp_path, "screenshot-ask.png")
-        # the documents say nothing about it: no answer, and the page says why
+
+        # The page says one thing: the cited answer, or no answer with why and what it found.
+        ask(browser, url, "When was the Harbor Point Lighthouse light automated?", timeout=300)
+        page = body(browser)
+        if browser.find_elements(By.ID, "answer-text"):
+            assert "1962" in browser.find_element(By.ID, "answer-text").text and "[1]" in page
+        else:
+            found = browser.find_element(By.ID, "withheld").text
+            assert "1962" in found and "lighthouse.txt" in found and "not sure" in found
+            assert "Checked against the sources" not in page  # no check result beside a withheld answer
+            screenshot(browser, tmp_path, "screenshot-withheld.png")
+
+        # the documents say nothing about it: no answer, and the page says why in words
         ask(browser, url, "What is the capital of Australia?", timeout=300)
         page = body(browser)
         assert "No answer." in page and not browser.find_elements(By.ID, "answer-text")
         reason = page.split("No answer.")[1].splitlines()[0]
-        assert len(reason.split()) > 5 and "threshold" not in reason  # plain words, not jargon
-        screenshot(browser, tmp_path, "screenshot-abstain.png")
+        assert len(reason.split()) > 5 and "threshold" not in reason
+
+        browser.get(url + "documents")
+        wait_text(browser, "5 documents in default", "Delete…")
+        time.sleep(2)  # the table draws on a canvas after the page's text
+        screenshot(browser, tmp_path, "screenshot-documents.png")
+
+        browser.get(url + "graph")
+        box = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[aria-label="Entity"]')))
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("Harbor Point Lighthouse", Keys.ENTER)
+        wait_text(browser, "designed by", "Margaret Ellison")
+        screenshot(browser, tmp_path, "screenshot-graph.png")
+
+        run_evaluation(browser, url, tmp_path)
+        screenshot(browser, tmp_path, "screenshot-evaluation.png")
     finally:
         stop(procs)

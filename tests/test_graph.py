@@ -64,6 +64,8 @@ def test_persistence_round_trip(tmp_path):
     assert back.g.nodes["adriana trigiani"]["title"] == {1}
     assert back.g.nodes["adriana trigiani"]["mention"] == {2}  # case variant resolved to one node
     assert back.g.edges["adriana trigiani", "greenwich village"]["rels"] == {"lives in": {1}}
+    # the relation keeps its subject whichever way the undirected edge is read
+    assert back.g.edges["greenwich village", "adriana trigiani"]["heads"] == {"lives in": "adriana trigiani"}
     assert back.stats() == kg.stats()
     assert not (tmp_path / "graph.json.tmp").exists()
     assert KnowledgeGraph.load(tmp_path / "missing").g.number_of_nodes() == 0

@@ -21,6 +21,8 @@ def cmd_ui(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("app.py")),
            "--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false", "--client.toolbarMode", "viewer",
+           # a bug's message, never its traceback (server paths) on the page; the traceback goes to the log
+           "--client.showErrorDetails", "type",
            # the uploader's own limit matches the API's, so a too-large file is refused before it is sent
            "--server.maxUploadSize", str(max(1, math.ceil(s.max_upload_mb)))]
     # exec, not a child process: whoever started `rag ui` (a script, a test, compose) then

@@ -63,7 +63,8 @@ def graph(collection: str, request: Request, entity: str = "", hops: int = 1, li
         frontier = nxt
     nodes = [{"id": n, "name": kg.g.nodes[n]["name"], "hop": d, "degree": kg.g.degree[n],
               "chunks": sorted(kg.chunks_of(n))[:20]} for n, d in depth.items()]
-    edges = [{"source": a, "target": b, "relations": {r: sorted(ids) for r, ids in kg.g.edges[a, b]["rels"].items()}}
+    edges = [{"source": a, "target": b, "relations": {r: sorted(ids) for r, ids in kg.g.edges[a, b]["rels"].items()},
+              "subjects": dict(kg.g.edges[a, b].get("heads", {}))}  # relation -> the node it is said of
              for a, b in kg.g.subgraph(depth).edges]
     # each passage a relation rests on, by the name of its document (title, file name)
     ids = sorted({i for e in edges for rel_ids in e["relations"].values() for i in rel_ids})

@@ -3,7 +3,8 @@
 A networkx Graph keyed by `entity_key` (so name variants are one node). Node attributes:
 `name` (a display form), `title` (ids of chunks of documents *about* this entity, from
 document titles) and `mention` (ids of chunks that mention it). Edge attributes: `rels`,
-relation -> ids of the chunks that state it. Removing chunks subtracts their ids; a node,
+relation -> ids of the chunks that state it, and `heads`, relation -> the key of its subject
+(the graph is undirected; "A designed by B" is not "B designed by A"). Removing chunks subtracts their ids; a node,
 relation or edge disappears exactly when its last supporting chunk is gone.
 
 Persistence: node-link JSON (`graph.json`) inside the collection's version folder, written
@@ -74,8 +75,10 @@ class KnowledgeGraph:
                     continue
                 self._node(t.subject), self._node(t.object)
                 if not self.g.has_edge(a, b):
-                    self.g.add_edge(a, b, rels={})
-                self.g.edges[a, b]["rels"].setdefault(t.relation, set()).add(t.chunk_id)
+                    self.g.add_edge(a, b, rels={}, heads={})
+                edge = self.g.edges[a, b]
+                edge["rels"].setdefault(t.relation, set()).add(t.chunk_id)
+                edge.setdefault("heads", {}).setdefault(t.relation, a)  # the subject: the edge has no direction
 
     def _node(self, surface: str) -> dict:
         k = entity_key(surface)
@@ -94,6 +97,7 @@ class KnowledgeGraph:
                 d["rels"][rel] -= gone
                 if not d["rels"][rel]:
                     del d["rels"][rel]
+                    d.get("heads", {}).pop(rel, None)
             if not d["rels"]:
                 self.g.remove_edge(a, b)
         for n, d in list(self.g.nodes(data=True)):
@@ -192,6 +196,7 @@ class KnowledgeGraph:
             n["title"], n["mention"] = set(n["title"]), set(n["mention"])
         for e in data["edges"]:
             e["rels"] = {r: set(ids) for r, ids in e["rels"].items()}
+            e.setdefault("heads", {})  # graphs saved before relations kept their subject
         return cls(nx.node_link_graph(data, edges="edges"))
 
 

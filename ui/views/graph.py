@@ -73,7 +73,12 @@ if entity:
         found = {docs[str(i)]["title"] or docs[str(i)]["source"] for i in ids if str(i) in docs}
         return ", ".join(sorted(found))
 
-    rows = [{"from": names[e["source"]], "relation": words(r), "to": names[e["target"]], "stated in": where(ids)}
+    def ends(e: dict, r: str) -> tuple[str, str]:
+        """(subject, object) of relation r on edge e: "The Harbor Point Lighthouse designed by Margaret Ellison"."""
+        head = e.get("subjects", {}).get(r, e["source"])
+        return (head, e["target"] if head == e["source"] else e["source"])
+
+    rows = [{"from": names[ends(e, r)[0]], "relation": words(r), "to": names[ends(e, r)[1]], "stated in": where(ids)}
             for e in g["edges"] for r, ids in e["relations"].items()]
     rows.sort(key=lambda row: (row["relation"] in WORDS.values(), row["from"], row["to"]))
     st.table(rows)  # a plain table: a few dozen rows, readable and searchable on the page
