@@ -259,8 +259,8 @@ class RagService:
         if not q:
             raise InputError("the question is empty")
         if len(q) > self.settings.max_question_chars:
-            raise InputError(f"the question is {len(q)} characters long; the limit is "
-                             f"{self.settings.max_question_chars} (RAG_MAX_QUESTION_CHARS)")
+            raise InputError(f"the question is {len(q):,} characters long; a question can have at most "
+                             f"{self.settings.max_question_chars:,} characters")
         return q
 
 

@@ -129,7 +129,7 @@ def test_question_limits(api):
     client, keys = api
     h = bearer(keys["alpha_reader"])
     r = client.post("/v1/ask", json={"question": "x" * 201, "collection": "alpha"}, headers=h)
-    assert r.status_code == 400 and "limit is 200" in r.json()["detail"]
+    assert r.status_code == 400 and "at most 200 characters" in r.json()["detail"]
     r = client.post("/v1/ask", json={"question": "   ", "collection": "alpha"}, headers=h)
     assert r.status_code == 400 and "empty" in r.json()["detail"]
     assert client.post("/v1/ask", json={"question": "hi", "collection": "nope"}, headers=bearer(ADMIN)).status_code == 404

@@ -182,6 +182,8 @@ def test_documents_page_upload_ask_and_delete_with_confirmation(fake_stack, brow
     browser.get(ui + "documents")
     upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
     upload.send_keys(f"{note}\n{junk}")
+    wait_text(browser, "otters.txt", "junk.pdf")  # both uploaded to the page before the form is sent
+    time.sleep(1)
     click(browser, "Upload and ingest")
     wait_text(browser, "Ingested: 1 added", "junk.pdf was not added")
     assert "/" not in body(browser).split("junk.pdf was not added")[1].splitlines()[0]  # no server path in the reason
@@ -233,6 +235,8 @@ def run_evaluation(browser, ui: str, tmp_path: Path) -> None:
     browser.get(ui + "evaluation")
     upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
     upload.send_keys(f"{tmp_path / 'corpus.jsonl'}\n{tmp_path / 'qa.jsonl'}")
+    wait_text(browser, "corpus.jsonl", "qa.jsonl")  # both uploaded to the page before the form is sent
+    time.sleep(1)
     click(browser, "Start evaluation")
     wait_text(browser, "finished in", "Results", "F1 of the answers", timeout=300)
     page = body(browser)
