@@ -68,6 +68,7 @@ if go and files:
 try:
     known = st.session_state.get("collections", [])
     docs = api.get(f"/v1/collections/{collection}/documents")["documents"] if collection in known or right else []
+    docs.sort(key=lambda d: d.get("created_at") or "", reverse=True)  # the newest first
 except ApiError as e:
     st.info(e.detail)
     docs = []
