@@ -89,10 +89,13 @@ try:
 except urllib.error.HTTPError as e:
     print(f"the API answered {e.code}: {e.read().decode(errors='replace')[:500]}", file=sys.stderr)
     sys.exit(1)
-print(("(abstained) " if a["abstained"] else "") + a["answer"])
+print(a["answer"])
+if a["abstained"]:
+    print("  why: " + a["trace"].get("abstain_reason", "the documents do not hold the answer"))
 for c in a["citations"]:
-    print(f"  [{c['marker']}] {os.path.basename(c['source'])}: \"{' '.join(c['quote'].split())}\"")
-print("  timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in a["timings"].items()) + f"; model {a['model']}")
+    print(f"  [{c['marker']}] {c['source']}: \"{' '.join(c['quote'].split())}\"")
+words = {"retrieve_s": "search", "generate_s": "answer", "verify_s": "check", "total_s": "total"}
+print("  time: " + ", ".join(f"{w} {a['timings'][k]:.1f} s" for k, w in words.items() if k in a["timings"]))
 EOF
 
 cat <<EOF
