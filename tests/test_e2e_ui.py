@@ -266,6 +266,11 @@ def test_every_page_with_the_real_models(browser, tmp_path):
             assert "Checked against the sources" not in page  # no check result beside a withheld answer
             screenshot(browser, tmp_path, "screenshot-withheld.png")
 
+        # Korean: a Korean answer with its source, rendered (the fonts are installed with the tests)
+        ask(browser, url, "한라산의 높이는 얼마인가요?", timeout=300)
+        ko = browser.find_element(By.ID, "answer-text").text
+        assert "1,947" in ko and "[1]" in ko and "jeju.txt" in body(browser)
+
         # the documents say nothing about it: no answer, and the page says why in words
         ask(browser, url, "What is the capital of Australia?", timeout=300)
         page = body(browser)
