@@ -11,6 +11,7 @@ demo: setup
 test: setup
 	bash scripts/system_deps.sh
 	.venv/bin/lint-imports
+	.venv/bin/ruff check --select F rag ingest evals ui tests
 	.venv/bin/python -m pytest tests
 
 bench: setup

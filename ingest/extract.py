@@ -40,18 +40,19 @@ def extract(chunks: list[Chunk]) -> list[Facts]:
 
 def extract_chunk(chunk: Chunk) -> Facts:
     title = chunk.title.replace("_", " ").strip()
+    title_key = entity_key(title)
     found = _resolve_aliases(mentions(chunk.text), title)
-    entities: list[tuple[str, str]] = [("title", title)] if entity_key(title) else []
-    seen = {entity_key(title)}
+    entities: list[tuple[str, str]] = [("title", title)] if title_key else []
+    seen = {title_key}
     for surface, _pos, _end in found:
         k = entity_key(surface)
         if k and k not in seen and not k.isdigit():
             seen.add(k)
             entities.append(("mention", surface))
     triples: list[Triple] = []
-    if entity_key(title):
+    if title_key:
         triples += [Triple(title, "mentions", s, chunk.id) for role, s in entities if role == "mention"]
-    subject = title if entity_key(title) else None  # what a pronoun opening a sentence refers to
+    subject = title if title_key else None  # what a pronoun opening a sentence refers to
     for a, b in sentences(chunk.text):
         ms = [m for m in found if a <= m[1] < b and entity_key(m[0])][:MAX_PER_SENTENCE]
         triples += _sentence_relations(chunk, ms)

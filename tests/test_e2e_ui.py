@@ -148,6 +148,17 @@ def wait_text(browser, *texts: str, timeout: float = 90) -> None:
     patient(browser, timeout).until(lambda b: all(t in body(b) for t in texts))
 
 
+def submit_files(browser, page: str, files: list[Path], button: str) -> None:
+    """Open `page`, choose `files` in its uploader, wait until the page holds them all (a form
+    sent before that carries none), then press `button`."""
+    browser.get(page)
+    upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
+    upload.send_keys("\n".join(str(f) for f in files))
+    wait_text(browser, *(f.name for f in files))
+    time.sleep(1)
+    click(browser, button)
+
+
 def ask(browser, url: str, question: str, timeout: float = 90) -> None:
     browser.get(url)
     box = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[aria-label="Question"]')))
@@ -179,12 +190,7 @@ def test_documents_page_upload_ask_and_delete_with_confirmation(fake_stack, brow
     note.write_text("Sea otters hold hands while they sleep so that they do not drift apart.", encoding="utf-8")
     junk = tmp_path / "junk.pdf"
     junk.write_bytes(bytes(range(256)) * 8)
-    browser.get(ui + "documents")
-    upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
-    upload.send_keys(f"{note}\n{junk}")
-    wait_text(browser, "otters.txt", "junk.pdf")  # both uploaded to the page before the form is sent
-    time.sleep(1)
-    click(browser, "Upload and ingest")
+    submit_files(browser, ui + "documents", [note, junk], "Upload and ingest")
     wait_text(browser, "Ingested: 1 added", "junk.pdf was not added")
     assert "/" not in body(browser).split("junk.pdf was not added")[1].splitlines()[0]  # no server path in the reason
 
@@ -232,12 +238,7 @@ def run_evaluation(browser, ui: str, tmp_path: Path) -> None:
           {"qid": "q2", "question": "What colour is the zorblax?", "answers": [], "answerable": False, "doc_id": "d2"}]
     for name, rows in (("corpus.jsonl", corpus), ("qa.jsonl", qa)):
         (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    browser.get(ui + "evaluation")
-    upload = WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, 'input[type="file"]')))
-    upload.send_keys(f"{tmp_path / 'corpus.jsonl'}\n{tmp_path / 'qa.jsonl'}")
-    wait_text(browser, "corpus.jsonl", "qa.jsonl")  # both uploaded to the page before the form is sent
-    time.sleep(1)
-    click(browser, "Start evaluation")
+    submit_files(browser, ui + "evaluation", [tmp_path / "corpus.jsonl", tmp_path / "qa.jsonl"], "Start evaluation")
     wait_text(browser, "finished in", "Results", "F1 of the answers", timeout=300)
     page = body(browser)
     assert "Traceback" not in page and "Error" not in page.split("Results")[0]

@@ -31,7 +31,6 @@ import numpy as np
 from rag.models.weights import TRAINED_DIR
 
 
-
 def logistic(z: float) -> float:
     """1 / (1 + e^-z), clipped so that extreme scores cannot overflow."""
     return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))

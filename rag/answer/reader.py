@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.answer.answerability import logistic
-from rag.models.weights import TRAINED_DIR
 from rag.errors import ModelError
+from rag.models.weights import TRAINED_DIR
 
 MAX_LENGTH = 256
 STRIDE = 96
@@ -46,7 +46,6 @@ MEMBERS = {WEIGHTS: {"halueval": 0, "answer_removed": False, "group_by_length": 
 
 def trained_path() -> Path:
     return TRAINED_DIR / "reader"
-
 
 
 @dataclass(frozen=True)

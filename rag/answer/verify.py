@@ -154,8 +154,8 @@ class Verifier:
             # (not a hallucination) but its citation is wrong, which citation_precision counts.
             best = max(range(len(scores)), key=lambda i: scores[i]) if scores else None
             score = scores[best] if best is not None else 0.0
-            if scores and markers:  # the evidence shown is the best of the passages the claim cites
-                best = max((n - 1 for n in markers), key=lambda i: scores[i])
+            # the evidence shown is the best of the passages the claim cites (any, when it cites none)
+            evidence = max((n - 1 for n in markers), key=lambda i: scores[i]) if scores and markers else best
             if self.state_judge is not None and hits and not (is_korean(claim) or is_korean(question)):
                 score = self.state_judge.claim_support(question, claim, hits)
             ev_passages = [passages[n - 1] for n in markers] if markers else passages
@@ -163,7 +163,7 @@ class Verifier:
             if missing:
                 score = min(score, 0.1)  # a number or name the passages never mention: not supported
             ok = score >= threshold
-            verdicts.append(Verdict(claim, ok, float(score), hits[best].chunk.id if best is not None else None))
+            verdicts.append(Verdict(claim, ok, float(score), hits[evidence].chunk.id if evidence is not None else None))
             for n in markers:
                 s = scores[n - 1] if scores and not missing else 0.0
                 cite_support[n] = max(cite_support.get(n, 0.0), float(s))

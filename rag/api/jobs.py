@@ -22,7 +22,6 @@ from typing import Any
 from rag.errors import InputError, NotFoundError, RagError
 
 
-
 @dataclass
 class Job:
     """Mutable on purpose: the worker updates it while readers poll it (under the manager's lock)."""

@@ -4,13 +4,14 @@ best-F1 threshold). The answer-time gate that applies them is rag.answer.abstain
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from rag.answer.abstain import score_name
+from rag.jsonl import read_jsonl
+
 
 def fit_threshold(scores: Sequence[float], answerable: Sequence[bool], target: float) -> float:
     """Lowest threshold t with share(unanswerable answered: score >= t) <= target.
@@ -56,7 +57,7 @@ def calibrate_collection(service, collection: str, data_dir: Path, target: float
     from rag.answer.prompt import strip_markers
     from rag.metrics import f1_score
 
-    rows = [json.loads(line) for line in open(Path(data_dir) / "qa.jsonl", encoding="utf-8") if line.strip()]
+    rows = read_jsonl(Path(data_dir) / "qa.jsonl")
     rows = rows[:limit] if limit else rows
     saved = service.settings
     service.settings = saved.model_copy(update={"abstain_threshold": 0.0})

@@ -64,6 +64,7 @@ def cmd_train_answerability(args) -> int:
     from ingest.build import ingest_paths
     from rag.answer.answerability import probe_path
     from rag.config import Settings
+    from rag.jsonl import read_jsonl
     from rag.pipeline import RagService
     from rag.train import probes as ab
 
@@ -76,7 +77,7 @@ def cmd_train_answerability(args) -> int:
     report = ingest_paths(settings, svc.store, svc.embedder(), [squad / "corpus.jsonl"], "train-squad2")
     if report.errors:
         raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
-    rows = [json.loads(line) for line in (squad / "qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(squad / "qa.jsonl")
     random.Random(0).shuffle(rows)  # a fixed order: a smaller --questions is a prefix of a larger one
     items = ab.prompt_items(args.data) + list(ab.squad_items(svc, "train-squad2", rows[:args.questions]))
     layers = [int(v) for v in args.layers.split(",")]

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rag.errors import ConfigError
+from rag.models.weights import ADAPTERS_DIR
 
 from rag.train.examples import TRAIN_DIR
 

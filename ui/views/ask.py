@@ -64,7 +64,7 @@ def show_sources(answer: dict, citations: list[dict]) -> None:
 
 
 def show_checks(answer: dict) -> None:
-    """Each claim and the passage that supports it, in words; numbers only as a percentage."""
+    """Each claim and the passage that supports it, in words (no raw scores)."""
     for v in answer.get("verdicts") or []:
         p = passage_for(answer, v["evidence_chunk_id"]) if v.get("evidence_chunk_id") is not None else None
         where = f" by {name_of(p)}" if p else ""

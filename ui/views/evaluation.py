@@ -22,7 +22,8 @@ FILES = {"qa": "questions with gold answers: corpus.jsonl (doc_id, title, text) 
          "judge": "hallucination labels: one JSONL file of question, knowledge, answer, hallucinated",
          "retrieval": "a retrieval benchmark: corpus.jsonl, queries.jsonl and a qrels .tsv file",
          "sql": "table questions: a JSONL file of questions with gold SQL, beside their SQLite databases"}
-# Metric keys in words; a rate is a share between 0 and 1.
+# Metric keys in words; a rate is a share between 0 and 1. Keys not named here (configuration
+# echoes: paths, model names) stay in metrics.json.
 NAMES = {"f1": "F1 of the answers (answerable questions)", "exact_match": "exact match (answerable questions)",
          "answered_unanswerable_rate": "unanswerable questions answered",
          "abstained_answerable_rate": "answerable questions left unanswered",
@@ -36,7 +37,6 @@ NAMES = {"f1": "F1 of the answers (answerable questions)", "exact_match": "exact
          "latency_p50_s": "time per question, median (s)", "latency_p95_s": "time per question, 95th percentile (s)",
          "n": "items evaluated", "n_answerable": "answerable questions", "n_unanswerable": "unanswerable questions",
          "n_hallucinated": "hallucinated items"}
-SHOWN = set(NAMES)  # configuration echoes (paths, model names) stay in metrics.json
 
 with st.form("start-eval"):
     mode = st.selectbox("What to evaluate", list(FILES), format_func=lambda m: f"{m}: {FILES[m]}")
@@ -83,7 +83,7 @@ if eval_id:
         st.stop()
     m = rep.get("metrics")
     if m:
-        numbers = {k: v for k, v in m.items() if k in SHOWN and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {k: v for k, v in m.items() if k in NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)}
         rates = {NAMES[k]: v for k, v in numbers.items() if not k.startswith(("n", "latency")) and 0 <= v <= 1}
         st.subheader("Results")
         if rates:
