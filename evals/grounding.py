@@ -63,8 +63,9 @@ def write_qa_report(out: Path, records: list[dict], grounding: dict) -> Path:
         rows.append({"id": r["id"], "question": r["inputs"]["question"],
                      "gold": " | ".join(r["inputs"]["answers"]) or "(unanswerable)",
                      "answer": o.get("answer", ""), "withheld": tr.get("withheld_answer", ""),
-                     "abstained": o.get("abstained"), "sufficiency": tr.get("sufficiency", ""),
+                     "level": o.get("level") or ("abstained" if o.get("abstained") else "answered"),
+                     "sufficiency": tr.get("sufficiency", ""),
                      "f1": r["scores"].get("f1", ""), "claims": o.get("verdicts") or []})
     return write_report(out / "report.html", "QA evaluation: grounding and abstention", grounding,
                         risk_coverage(suff, bad), hists, "sufficiency score", rows,
-                        ["id", "question", "gold", "answer", "withheld", "abstained", "sufficiency", "f1"])
+                        ["id", "question", "gold", "answer", "withheld", "level", "sufficiency", "f1"])

@@ -22,13 +22,22 @@ from rag.jsonl import read_jsonl
 from rag.types import EvalRecord
 
 
-def subset(items: list[dict], limit: int | None, key: str) -> list[dict]:
+def subset(items: list[dict], limit: int | None, key: str, unanswerable_share: float | None = None) -> list[dict]:
     """A deterministic subset: order by a hash of the id, so any --limit mixes answerable and
-    unanswerable questions the same way on every run and machine."""
+    unanswerable questions the same way on every run and machine. unanswerable_share: take
+    that share of the subset from the unanswerable questions (as many as there are), so a
+    folder of mostly answerable questions is scored on the mix users meet."""
     if not limit or limit >= len(items):
         return items
     ranked = sorted(items, key=lambda it: hashlib.sha256(str(it[key]).encode()).hexdigest())
-    return ranked[:limit]
+    if unanswerable_share is None:
+        return ranked[:limit]
+    unans = [it for it in ranked if not it.get("answerable", bool(it.get("answers")))]
+    take = unans[: round(limit * unanswerable_share)]
+    taken = {id(it) for it in take}
+    rest = [it for it in ranked if id(it) not in taken and it.get("answerable", bool(it.get("answers")))]
+    taken |= {id(it) for it in rest[: limit - len(take)]}
+    return [it for it in ranked if id(it) in taken]  # hash order: a cut run holds both kinds
 
 
 def collection_name(data: Path) -> str:
@@ -66,7 +75,7 @@ def load_done(records_path: Path) -> dict[str, dict]:
 def run(settings: Settings, args) -> dict:
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    items = subset(read_jsonl(data / "qa.jsonl"), args.limit, "qid")
+    items = subset(read_jsonl(data / "qa.jsonl"), args.limit, "qid", getattr(args, "unanswerable_share", None))
     svc, collection = prepare(settings, data)
     mode = getattr(args, "retrieval_mode", "full")
     retrieval_only = getattr(args, "retrieval_only", False)
@@ -129,7 +138,7 @@ def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: b
 
         text = "" if answer.abstained else strip_markers(answer.text)
         outputs = {
-            "answer": answer.text, "answer_plain": text, "abstained": answer.abstained,
+            "answer": answer.text, "answer_plain": text, "abstained": answer.abstained, "level": answer.level,
             "citations": [c.__dict__ for c in answer.citations],
             "verdicts": [v.__dict__ for v in answer.verdicts],
             "retrieved": answer.trace.get("retrieved_sources", []) if retriever is None else sources,
@@ -150,7 +159,7 @@ def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: b
             scores["supporting_all_top5"] = gold_docs <= set(docs[:5])
             scores["supporting_all_top10"] = gold_docs <= set(docs[:10])
     inputs = {"question": item["question"], "answers": golds, "answerable": answerable,
-              "gold_docs": sorted(gold_docs)}
+              "gold_docs": sorted(gold_docs), "title": item.get("title")}  # title: the article, for grouped folds
     return EvalRecord(item["qid"], inputs, outputs, scores)
 
 
@@ -162,6 +171,8 @@ def summarize(records: list[dict], retrieval_only: bool) -> dict:
         out["f1"] = M.mean([r["scores"]["f1"] for r in answerable])
         out.update(M.abstention_metrics([r["outputs"]["abstained"] for r in records],
                                         [r["inputs"]["answerable"] for r in records]))
+        out.update(M.answer_metrics([level(r) for r in records], [r["inputs"]["answerable"] for r in records],
+                                    [r["scores"].get("f1", 0.0) for r in records]))
         out["n_answerable"] = len(answerable)
         out["n_unanswerable"] = len(records) - len(answerable)
     with_gold = [r for r in answerable if "gold_in_top5" in r["scores"]]
@@ -177,13 +188,7 @@ def summarize(records: list[dict], retrieval_only: bool) -> dict:
     return out
 
 
-def reply(record: dict) -> str | None:
-    """The answer a record's question got, or the one the gates withheld (without citation
-    markers); None when the model itself gave none. What scripts that replay other gate
-    settings over a run's records judge."""
-    from rag.answer.prompt import strip_markers
-
-    o, trace = record["outputs"], record["outputs"]["trace"]
-    if not o["abstained"]:
-        return o["answer_plain"]
-    return strip_markers(trace["withheld_answer"]) if "withheld_answer" in trace else None
+def level(record: dict) -> str:
+    """answered / caveat / abstained (records written before the levels existed: answered or abstained)."""
+    o = record["outputs"]
+    return o.get("level") or ("abstained" if o["abstained"] else "answered")

@@ -10,6 +10,7 @@ definitions in tests/test_metrics.py.
 from __future__ import annotations
 
 import math
+import random
 import re
 import string
 from collections import Counter
@@ -118,3 +119,37 @@ def distinct(seq: Sequence[str]) -> list[str]:
             seen.add(x)
             out.append(x)
     return out
+
+
+RIGHT_F1 = 0.5  # an answer with F1 >= 0.5 against a gold answer counts as right
+
+
+def answer_metrics(levels: Sequence[str], answerable: Sequence[bool], f1s: Sequence[float],
+                   resamples: int = 1000, seed: int = 0) -> dict:
+    """What a user gets, per answer level (answered / caveat / abstained; a caveat answer is
+    shown, so it counts as answered): `coverage`, the share of answerable questions answered;
+    `answer_precision`, the share of answers that are right (F1 >= RIGHT_F1; any answer to an
+    unanswerable question is wrong); the same per shown level; each with a 95% bootstrap
+    interval over questions (`*_ci95`), because a few hundred questions leave a wide margin."""
+    items = list(zip(levels, answerable, f1s))
+
+    def point(sample) -> dict:
+        shown = [(lv, a, f) for lv, a, f in sample if lv != "abstained"]
+        n_ans = sum(1 for _, a, _ in sample if a)
+        out = {"coverage": sum(1 for _, a, _ in shown if a) / n_ans if n_ans else 0.0,
+               "answer_precision": mean([float(a and f >= RIGHT_F1) for _, a, f in shown])}
+        for level in ("answered", "caveat"):
+            at = [(a, f) for lv, a, f in shown if lv == level]
+            out[f"answer_precision_{level}"] = mean([float(a and f >= RIGHT_F1) for a, f in at]) if at else None
+            out[f"share_{level}"] = len(at) / len(sample) if sample else 0.0
+        return out
+
+    result = point(items)
+    if items and resamples:
+        rng = random.Random(seed)
+        draws = [point([items[rng.randrange(len(items))] for _ in items]) for _ in range(resamples)]
+        for key in ("coverage", "answer_precision", "answer_precision_answered", "answer_precision_caveat"):
+            values = [d[key] for d in draws if d[key] is not None]
+            if values:
+                result[f"{key}_ci95"] = [round(percentile(values, 2.5), 4), round(percentile(values, 97.5), 4)]
+    return result

@@ -5,7 +5,7 @@ that owns their parts.
 each model lazily on first use (or all at once with `warm()`). `ask_stream` reads like the
 diagram in docs/design.md, one call per stage:
 database route -> retrieve -> relevance gate -> reader's span, or decoder -> citations,
-grounding check and abstention -> Answer."""
+grounding check and the answer ladder (answered / caveat / abstained) -> Answer."""
 
 from __future__ import annotations
 
@@ -96,6 +96,13 @@ class RagService:
 
         return self._component("answerability", lambda: None if self.settings.backend == "fake"
                                else load_probe(self.generator.name))
+
+    @property
+    def confidence(self):
+        """The answer-confidence model for English answers (rag.answer.confidence), or None."""
+        from rag.answer.confidence import load_confidence
+
+        return self._component("confidence", lambda: None if self.settings.backend == "fake" else load_confidence())
 
     @property
     def reader(self):
@@ -191,8 +198,8 @@ class RagService:
         trace: dict = {"retrieved": [h.chunk.id for h in ranked],
                        "retrieved_sources": [h.chunk.source for h in ranked], **route}
         reader_first = self.reader is not None and not is_korean(question)
-        trace["abstain_threshold"] = threshold_for(self.settings, self.store, collection, self.answerability,
-                                                   reader_first)
+        trace["abstain_threshold"], trace["caveat_threshold"] = threshold_for(
+            self.settings, self.store, collection, self.answerability, reader_first, self.confidence)
         return ranked[: self.settings.top_k], trace
 
     def read(self, question: str, hits: list[Hit], trace: dict):
@@ -247,10 +254,12 @@ class RagService:
                 text = f"{strip_markers(text)} [{cites[0].marker}]"
         answer = Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
         t = time.perf_counter()
+        reader_path = self.reader is not None and model == self.reader.name
         # The reader's spans have their own bar for the judge (fitted with the reader).
-        judge_threshold = self.reader.judge_threshold if self.reader is not None and model == self.reader.name else None
+        judge_threshold = self.reader.judge_threshold if reader_path else None
+        confidence = self.confidence if self.reader is not None and not is_korean(question) else None
         answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD),
-                        judge_threshold)
+                        judge_threshold, trace.get("caveat_threshold"), confidence, reader_path)
         timings["verify_s"] = time.perf_counter() - t
         return answer
 

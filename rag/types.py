@@ -85,9 +85,18 @@ class Answer:
     verdicts: tuple[Verdict, ...] = ()
     trace: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def level(self) -> str:
+        """answered (confident), caveat (shown, marked low confidence, with its evidence
+        sentence: trace["caveat"]) or abstained (with its reason: trace["abstain_reason"])."""
+        if self.abstained:
+            return "abstained"
+        return "caveat" if self.trace.get("caveat") else "answered"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form used by the CLI (--json), the API and eval records."""
         d = asdict(self)
+        d["level"] = self.level
         d["context"] = [
             {"chunk_id": h.chunk.id, "source": h.chunk.source, "title": h.chunk.title,
              "text": h.chunk.text, "score": h.score, "stage": h.stage}

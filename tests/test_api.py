@@ -59,7 +59,7 @@ def test_ask_returns_cited_answer(api):
     r = client.post("/v1/ask", json={"question": QUESTION, "collection": "alpha"}, headers=bearer(keys["alpha_reader"]))
     assert r.status_code == 200, r.text
     d = r.json()
-    assert not d["abstained"] and d["answer"] == d["text"] and d["citations"]
+    assert not d["abstained"] and d["level"] == "answered" and d["answer"] == d["text"] and d["citations"]
     assert all(c["source"].endswith("lighthouse.txt") for c in d["citations"])
     assert {"retrieve_s", "total_s"} <= set(d["timings"])
     assert "verdicts" in d
@@ -162,7 +162,7 @@ def test_abstention_is_plain(api):
     client, keys = api
     d = client.post("/v1/ask", json={"question": "Qwxyz plorbing frimble?", "collection": "alpha"},
                     headers=bearer(keys["alpha_reader"])).json()
-    assert d["abstained"] and d["citations"] == []
+    assert d["abstained"] and d["level"] == "abstained" and d["citations"] == []
 
 
 def test_metrics_count_requests_stages_and_abstentions(api):

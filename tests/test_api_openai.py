@@ -31,7 +31,7 @@ def test_non_stream_shape_and_citations(api):
     assert "Sources:" in msg.content and "lighthouse.txt" in msg.content
     extra = r.model_extra
     assert extra["citations"] and extra["citations"][0]["source"].endswith("lighthouse.txt")
-    assert extra["rag"]["abstained"] is False
+    assert extra["rag"]["abstained"] is False and extra["rag"]["level"] == "answered"
 
 
 def test_stream_shape(api):
@@ -65,3 +65,14 @@ def test_no_user_message_is_400(api):
     with pytest.raises(openai.BadRequestError):
         oai(client, keys["alpha_reader"]).chat.completions.create(
             model="alpha", messages=[{"role": "system", "content": "hello"}])
+
+
+def test_a_caveat_answer_says_so_in_the_message_content():
+    from rag.api.openai import sources_text
+    from rag.types import Answer, Citation
+
+    cite = (Citation(1, 7, "/srv/uploads/notes.txt", "It was automated in 1962."),)
+    a = Answer("When?", "1962 [1]", cite, (), False, "m", {}, trace={"caveat": "The system is 37% sure."})
+    text = sources_text(a)
+    assert text.index("Low confidence: The system is 37% sure.") < text.index("Sources:")
+    assert "notes.txt" in text and "/srv/" not in text

@@ -35,16 +35,27 @@ def test_sufficiency_lets_the_reranker_veto_but_never_vouch():
 def test_threshold_saved_with_collection(sample_service):
     s = sample_service.settings
     sample_service.store.update_settings("default", abstain_threshold=0.42)
-    assert threshold_for(s, sample_service.store, "default") == 0.42
-    assert threshold_for(s.model_copy(update={"abstain_threshold": 0.1}), sample_service.store, "default") == 0.1
+    assert threshold_for(s, sample_service.store, "default") == (0.42, 0.42)  # no caveat band without the model
+    assert threshold_for(s.model_copy(update={"abstain_threshold": 0.1}), sample_service.store, "default")[0] == 0.1
 
 
 def test_a_threshold_fitted_with_the_reader_first_applies_only_to_questions_it_reads(sample_service):
     s = sample_service.settings
     sample_service.store.update_settings("default", abstain_threshold=0.42, calibration={"score": "reader+support"})
-    assert threshold_for(s, sample_service.store, "default", reader_first=True) == 0.42
+    assert threshold_for(s, sample_service.store, "default", reader_first=True)[0] == 0.42
     # a Korean question is scored by another signal: the default applies
-    assert threshold_for(s, sample_service.store, "default", reader_first=False) == DEFAULT_THRESHOLD
+    assert threshold_for(s, sample_service.store, "default", reader_first=False)[0] == DEFAULT_THRESHOLD
+
+
+def test_the_confidence_model_brings_its_bars_unless_the_collection_fitted_its_own(sample_service):
+    from rag.answer.confidence import FEATURES, Confidence
+
+    s, store = sample_service.settings, sample_service.store
+    model = Confidence((0.0,) * len(FEATURES), 0.0, answer=0.7, caveat=0.3)
+    assert threshold_for(s, store, "default", reader_first=True, confidence=model) == (0.7, 0.3)
+    assert threshold_for(s, store, "default", reader_first=False, confidence=model) == (DEFAULT_THRESHOLD,) * 2
+    store.update_settings("default", abstain_threshold=0.2, calibration={"score": "confidence"})
+    assert threshold_for(s, store, "default", reader_first=True, confidence=model) == (0.2, 0.2)  # caveat <= answer
 
 
 def test_calibrate_collection_fits_and_saves(sample_service, tmp_path):

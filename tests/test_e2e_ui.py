@@ -256,11 +256,15 @@ def test_every_page_with_the_real_models(browser, tmp_path):
         assert "lighthouse.txt" in body(browser)
         screenshot(browser, tmp_path, "screenshot-ask.png")
 
-        # The page says one thing: the cited answer, or no answer with why and what it found.
+        # The page says one thing: the cited answer (marked when the system is unsure of it, with
+        # the sentence it comes from), or no answer with why and what it found.
         ask(browser, url, "When was the Harbor Point Lighthouse light automated?", timeout=300)
         page = body(browser)
         if browser.find_elements(By.ID, "answer-text"):
             assert "1962" in browser.find_element(By.ID, "answer-text").text and "[1]" in page
+            if "Low confidence." in page:
+                assert "sure that this answer is right" in page and "The light was automated in 1962" in page
+                screenshot(browser, tmp_path, "screenshot-caveat.png")
         else:
             found = browser.find_element(By.ID, "withheld").text
             assert "1962" in found and "lighthouse.txt" in found and "not sure" in found

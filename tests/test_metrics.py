@@ -39,3 +39,20 @@ def test_percentile_matches_numpy():
     xs = [0.3, 1.2, 0.7, 5.0, 2.2, 0.1]
     for q in (50, 95):
         assert abs(M.percentile(xs, q) - float(np.percentile(xs, q))) < 1e-12
+
+
+def test_answer_metrics_per_level_with_intervals():
+    # 4 answerable (2 right confident, 1 wrong caveat, 1 withheld), 2 unanswerable (1 answered as caveat)
+    levels = ["answered", "answered", "caveat", "abstained", "caveat", "abstained"]
+    answerable = [True, True, True, True, False, False]
+    f1s = [1.0, 0.6, 0.2, 0.0, 0.0, 0.0]
+    m = M.answer_metrics(levels, answerable, f1s, resamples=200)
+    assert m["coverage"] == 3 / 4
+    assert m["answer_precision"] == 2 / 4  # the caveat answer to the unanswerable question is wrong
+    assert m["answer_precision_answered"] == 1.0 and m["answer_precision_caveat"] == 0.0
+    assert m["share_answered"] == 2 / 6 and m["share_caveat"] == 2 / 6
+    lo, hi = m["answer_precision_ci95"]
+    assert 0.0 <= lo <= m["answer_precision"] <= hi <= 1.0 and lo < hi
+    assert M.answer_metrics(levels, answerable, f1s, resamples=200) == m  # seeded: repeatable
+    none_caveat = M.answer_metrics(["answered", "abstained"], [True, False], [1.0, 0.0], resamples=0)
+    assert none_caveat["answer_precision_caveat"] is None and none_caveat["coverage"] == 1.0

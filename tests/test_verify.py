@@ -111,3 +111,29 @@ def test_korean_claims_go_to_the_lexical_judge_not_minilm():
     passage = "한라산은 제주도에 있는 산으로 높이는 1,947미터이다."
     assert j.support("한라산의 높이는?", "한라산은 1,947미터이다", [passage])[0] > 0.5
     assert j.support("한라산의 높이는?", "백두산은 서울에 있다", [passage])[0] < 0.5
+
+
+def test_the_ladder_answers_shows_with_a_caveat_or_abstains():
+    from rag.answer.confidence import FEATURES, Confidence
+
+    v = Verifier(AlwaysYes(), 0.5)
+    a = Answer("When was it built?", "1890 [1]", (Citation(1, 7, "s", PASSAGE),), (_hit(),), False, "m", {},
+               trace={"reader": {"span": "1890", "answerability": 0.0, "unmatched": []}, "answerability": 0.0})
+
+    def model(bias):  # P(right) = logistic(bias): every weight 0
+        return Confidence((0.0,) * len(FEATURES), bias, answer=0.8, caveat=0.3)
+
+    sure = ground(a, v, "abstain", 0.8, caveat_threshold=0.3, confidence=model(3.0))  # P 0.95
+    assert sure.level == "answered" and sure.text == "1890 [1]" and sure.trace["score"] == "right"
+    unsure = ground(a, v, "abstain", 0.8, caveat_threshold=0.3, confidence=model(0.0))  # P 0.5
+    assert unsure.level == "caveat" and not unsure.abstained and unsure.citations == a.citations
+    assert "50% sure" in unsure.trace["caveat"] and "80% or more" in unsure.trace["caveat"]
+    assert unsure.to_dict()["level"] == "caveat"
+    low = ground(a, v, "abstain", 0.8, caveat_threshold=0.3, confidence=model(-3.0))  # P 0.05
+    assert low.level == "abstained" and low.trace["abstain_code"] == "low_confidence"
+    assert "may be wrong" in low.trace["abstain_reason"] and "30% or more" in low.trace["abstain_reason"]
+    # a caveat answer is still checked: one the passages do not support is withheld
+    wrong = Answer("When was it built?", "1891 [1]", a.citations, a.context, False, "m", {}, trace=a.trace)
+    assert ground(wrong, v, "abstain", 0.8, caveat_threshold=0.3, confidence=model(0.0)).level == "abstained"
+    # without a confidence model there is no caveat band
+    assert ground(a, v, "abstain", 1.01).level == "abstained"

@@ -26,7 +26,8 @@ class Metrics:
                                  buckets=_BUCKETS, registry=self.registry)
         self.stage = Histogram("rag_stage_seconds", "Latency per pipeline stage (retrieve, generate, ...)",
                                ["stage"], buckets=_BUCKETS, registry=self.registry)
-        self.answers = Counter("rag_answers", "Answers returned", ["collection", "abstained"],
+        self.answers = Counter("rag_answers", "Answers returned, by level (answered, caveat, abstained)",
+                               ["collection", "level"],
                                registry=self.registry)
         self.abstentions = Counter("rag_abstentions", "Answers replaced by an abstention", ["collection"],
                                    registry=self.registry)
@@ -34,7 +35,7 @@ class Metrics:
     def observe_answer(self, collection: str, answer: Answer) -> None:
         for key, seconds in answer.timings.items():
             self.stage.labels(key.removesuffix("_s")).observe(seconds)
-        self.answers.labels(collection, str(answer.abstained).lower()).inc()
+        self.answers.labels(collection, answer.level).inc()
         if answer.abstained:
             self.abstentions.labels(collection).inc()
 

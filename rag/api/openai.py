@@ -53,16 +53,19 @@ def last_question(messages: list[ChatMessage]) -> str:
 
 
 def sources_text(answer: Answer) -> str:
+    """What a client that reads only the message content must see: the sources, and a caveat
+    answer's low-confidence note."""
+    note = f"\n\nLow confidence: {answer.trace['caveat']}" if answer.level == "caveat" else ""
     if not answer.citations:
-        return ""
+        return note
     lines = [f"[{c.marker}] {display_source(c.source)}: \"{c.quote}\"" for c in answer.citations]
-    return "\n\nSources:\n" + "\n".join(lines)
+    return note + "\n\nSources:\n" + "\n".join(lines)
 
 
 def extras(answer: Answer, collection: str) -> dict:
     d = answer_json(answer, collection)
     return {"citations": d["citations"],
-            "rag": {k: d[k] for k in ("abstained", "verdicts", "timings", "collection", "model")}}
+            "rag": {k: d[k] for k in ("level", "abstained", "verdicts", "timings", "collection", "model")}}
 
 
 def completion(answer: Answer, collection: str, cid: str, created: int) -> dict:

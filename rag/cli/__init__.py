@@ -44,10 +44,12 @@ def cmd_ask(args) -> int:
             continue  # print the checked answer, not the raw stream
         answer = item
     print(answer.text)
+    if answer.level == "caveat":
+        print(f"  Low confidence: {answer.trace['caveat']}")
     for c in answer.citations:
         print(f"  [{c.marker}] {c.source}: \"{c.quote}\"")
     t = ", ".join(f"{k} {v:.2f}s" for k, v in answer.timings.items())
-    print(f"({'abstained; ' if answer.abstained else ''}{answer.model}; {t})")
+    print(f"({answer.level}; {answer.model}; {t})")
     return 0
 
 
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data", required=True, type=Path)
     a.add_argument("--out", required=True, type=Path)
     a.add_argument("--limit", type=int, default=None, help="evaluate a deterministic subset of N items")
+    a.add_argument("--unanswerable-share", type=float, default=None,
+                   help="qa with --limit: take this share of the subset from the unanswerable questions")
     a.add_argument("--retrieval-only", action="store_true", help="qa: skip generation")
     a.add_argument("--mode", dest="retrieval_mode", default="full",
                    choices=["full", "hybrid", "dense", "lexical", "graph"],

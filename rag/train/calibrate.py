@@ -75,7 +75,8 @@ def calibrate_collection(service, collection: str, data_dir: Path, target: float
     answered = [s >= t for s in scores]
     n_un = sum(1 for a in labels if not a)
     n_an = len(labels) - n_un
-    result = {"abstain_threshold": t, "score": score_name(service.answerability, service.reader is not None),
+    result = {"abstain_threshold": t,
+              "score": score_name(service.answerability, service.reader is not None, service.confidence),
               "objective": "squad2-f1" if target is None else "answered-unanswerable-share", "target": target,
               "questions": len(rows), "data": str(data_dir),
               "answered_unanswerable_rate": sum(x for x, a in zip(answered, labels) if not a) / max(1, n_un),

@@ -1,5 +1,6 @@
-"""`rag train reranker|judge|reader|answerability|support` and `rag calibrate`: reproduce the shipped
-cross-encoders and probes on the decoder's state, and refit a collection's abstention threshold.
+"""`rag train reranker|judge|reader|answerability|support|confidence` and `rag calibrate`: reproduce
+the shipped cross-encoders, probes on the decoder's state and answer confidence, and refit a
+collection's abstention threshold.
 
 Training reads only ../shared/data/train (never dev), runs on one thread by default (the
 machine is shared), checkpoints every --save-steps into --work and resumes from there when
@@ -34,6 +35,8 @@ def cmd_train(args) -> int:
         return cmd_train_support(args)
     if args.role == "reader":
         return cmd_train_reader(args)
+    if args.role == "confidence":
+        return cmd_train_confidence(args)
     from rag.models.crossencoder import trained_path
     from rag.train import crossencoder as ce
 
@@ -215,6 +218,25 @@ def cmd_train_reader(args) -> int:
     return 0
 
 
+def cmd_train_confidence(args) -> int:
+    """Fit the answer confidence and the ladder's bars (rag.train.confidence) on the records of
+    `rag eval qa` over train questions (--records), folds grouped by article."""
+    from rag.answer.confidence import PATH
+    from rag.answer.reader import Reader
+    from rag.jsonl import read_jsonl
+    from rag.train.confidence import train
+
+    if args.records is None:
+        raise SystemExit("rag train confidence needs --records: the records.jsonl of `rag eval qa` over train "
+                         "questions (docs/results.md gives the command)")
+    model, report = train(read_jsonl(args.records), Reader.name, args.c)
+    out = args.out or PATH
+    model.save(out)
+    print(json.dumps({"answer": model.answer, "caveat": model.caveat, **report}, indent=1))
+    print(f"confidence: written to {out}")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from rag.config import Settings
     from rag.pipeline import RagService
@@ -229,7 +251,7 @@ def cmd_calibrate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the reranker, judge or reader (MiniLM), or the answerability or support probe")
-    p.add_argument("role", choices=["reranker", "judge", "answerability", "support", "reader"])
+    p.add_argument("role", choices=["reranker", "judge", "answerability", "support", "reader", "confidence"])
     p.add_argument("--data", type=Path, default=DEFAULT_TRAIN, help="the shared/data/train folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder, or probe file (default: rag/models/trained/ROLE)")
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: var/train/ROLE)")
@@ -254,6 +276,9 @@ def register(sub) -> None:
                         "of fold); the reader's report (held-out articles)")
     g.add_argument("--calibrate", type=int, default=0,
                    help="then fit the default threshold to SQuAD 2.0 F1 on this many held-out train questions")
+    g = p.add_argument_group("answer confidence")
+    g.add_argument("--records", type=Path, default=None, help="confidence: records.jsonl of `rag eval qa` on train questions")
+    g.add_argument("--c", type=float, default=1.0, help="confidence: the logistic regression's inverse regularisation")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("calibrate", help="refit a collection's abstention threshold on labelled questions")

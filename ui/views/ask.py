@@ -1,5 +1,6 @@
 """Ask page: a streamed draft, then the checked answer with numbered citations that open the
-source passage with the quoted sentence highlighted; or, when no answer is given, the reason in
+source passage with the quoted sentence highlighted (a low-confidence answer marked as such,
+with its reason and the sentence it comes from); or, when no answer is given, the reason in
 plain words and, where the system withheld one, what it found and why it was not sure. The
 page never shows a draft or a check result that contradicts what it finally says."""
 
@@ -92,6 +93,10 @@ def show_answer(answer: dict) -> None:
         # Markers [n] become bold badges; the text itself is escaped by markdown rules.
         text = re.sub(r"\[(\d+)\]", r" **[\1]**", answer["text"])
         st.markdown(f'<div id="answer-text">\n\n{text}\n\n</div>', unsafe_allow_html=True)
+        if answer.get("level") == "caveat":
+            quote = answer["citations"][0]["quote"] if answer["citations"] else ""
+            st.warning(f"**Low confidence.** {trace.get('caveat', '')}"
+                       + (f"\n\nThe sentence it comes from: “{quote}”" if quote else ""), icon=":material/info:")
         st.caption(f"Answered by {model_words(answer.get('model', ''))}.")
         if answer["citations"]:
             st.subheader("Sources")

@@ -1,0 +1,142 @@
+"""Fitting the answer confidence of rag.answer.confidence (`rag train confidence`) on the records
+of `rag eval qa` run over train questions, and the ladder's bars on it.
+
+Protocol: folds grouped by article (a record's `title`), so no article's questions are both
+fitted and scored. For each fold the model and its bars are fitted on the other articles and
+applied to this one; the pooled out-of-fold levels are the report (coverage, answer precision,
+per level, and the risk-coverage curve). The shipped model is then fitted on every article."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.answer.confidence import CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, features
+from rag.answer.prompt import strip_markers
+from rag.metrics import RIGHT_F1, answer_metrics, f1_score
+from rag.text import is_korean
+
+MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
+
+
+def candidate(record: dict) -> str | None:
+    """The answer a record's question got, or the one the gates withheld (without citation
+    markers); None when the model itself gave none or the grounding check rejected it (those
+    are abstentions whatever the confidence says)."""
+    o, trace = record["outputs"], record["outputs"]["trace"]
+    if not o["abstained"]:
+        return o["answer_plain"]
+    if trace.get("abstain_code") != "low_confidence" or "withheld_answer" not in trace:
+        return None
+    return strip_markers(trace["withheld_answer"])
+
+
+def rows(records: Sequence[dict], reader_name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """(features, right, article, record index) of every English record with a candidate answer."""
+    x, y, groups, idx = [], [], [], []
+    for i, r in enumerate(records):
+        answer = candidate(r)
+        if not answer or is_korean(r["inputs"]["question"]):
+            continue  # no answer to rate, or a Korean question (the reader does not read those)
+        o, inputs = r["outputs"], r["inputs"]
+        support = min((v["score"] for v in o["verdicts"]), default=1.0)
+        x.append(features(o["trace"], answer, o["model"] == reader_name, support))
+        y.append(bool(inputs["answerable"]) and f1_score(answer, inputs["answers"]) >= RIGHT_F1)
+        groups.append(inputs.get("title") or (inputs.get("gold_docs") or ["?"])[0])
+        idx.append(i)
+    return np.array(x, float), np.array(y, bool), groups, idx
+
+
+def fit_bars(p: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """(answer, caveat) bars on P(right): `answer` the lowest value above which at least
+    TARGET_PRECISION of the answers were right (at least MIN_ANSWERS of them; else no answer is
+    confident: 1.01); `caveat` the lowest value below it above which, down to `answer`, at least
+    CAVEAT_PRECISION were right (else `answer`: no caveat band)."""
+    order = np.argsort(-p)
+    ps, rs = p[order], right[order].astype(float)
+    answer = 1.01
+    for k in range(MIN_ANSWERS, len(ps) + 1):
+        if rs[:k].mean() >= TARGET_PRECISION and (k == len(ps) or ps[k] < ps[k - 1]):
+            answer = float(ps[k - 1])
+    top = int((ps >= answer).sum())
+    caveat = answer
+    for k in range(top + 1, len(ps) + 1):
+        if rs[top:k].mean() >= CAVEAT_PRECISION and (k == len(ps) or ps[k] < ps[k - 1]):
+            caveat = float(ps[k - 1])
+    return answer, caveat
+
+
+def fit_model(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Confidence:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    lr = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x), y)
+    w = lr.coef_[0] / scaler.scale_
+    b = float(lr.intercept_[0] - np.dot(lr.coef_[0], scaler.mean_ / scaler.scale_))
+    model = Confidence(tuple(float(v) for v in w), b, 1.01, 1.01)
+    answer, caveat = fit_bars(predict(model, x), y)
+    return Confidence(model.weights, b, answer, caveat)
+
+
+def predict(model: Confidence, x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(x @ np.array(model.weights) + model.bias)))
+
+
+def levels(model: Confidence, p: np.ndarray) -> list[str]:
+    return ["answered" if v >= model.answer else "caveat" if v >= model.caveat else "abstained" for v in p]
+
+
+def train(records: Sequence[dict], reader_name: str, c: float = 1.0) -> tuple[Confidence, dict]:
+    """The model fitted on every article, and the out-of-fold report of the whole procedure."""
+    x, y, groups, idx = rows(records, reader_name)
+    if len(set(groups)) < 2 or y.all() or not y.any():
+        raise ValueError("need right and wrong answers from at least two articles to fit the confidence")
+    oof_p, oof_level = np.zeros(len(y)), [""] * len(y)
+    for g in sorted(set(groups)):
+        test = np.array([gg == g for gg in groups])
+        m = fit_model(x[~test], y[~test], c)
+        oof_p[test] = predict(m, x[test])
+        for j, lv in zip(np.flatnonzero(test), levels(m, oof_p[test])):
+            oof_level[j] = lv
+    # every record counts in coverage: those without a candidate answer were abstentions
+    by_record = dict(zip(idx, oof_level))
+    all_levels = [by_record.get(i, "abstained") for i in range(len(records))]
+    f1s = [f1_score(candidate(r) or "", r["inputs"]["answers"]) if by_record.get(i, "abstained") != "abstained"
+           and r["inputs"]["answerable"] else 0.0 for i, r in enumerate(records)]
+    report = {"records": len(records), "rated_answers": int(len(y)), "right": int(y.sum()),
+              "articles": len(set(groups)), "C": c, "features": FEATURES,
+              "target_precision": TARGET_PRECISION, "caveat_precision": CAVEAT_PRECISION,
+              "out_of_fold": answer_metrics(all_levels, [r["inputs"]["answerable"] for r in records], f1s),
+              "out_of_fold_auroc": _auroc(oof_p, y),
+              # the pipeline's own answers as a judge test: does a verdict say right vs wrong?
+              "balanced_accuracy_on_pipeline_answers": {
+                  "grounding_check": _balanced_accuracy(
+                      np.array([all(v["supported"] for v in records[i]["outputs"]["verdicts"]) for i in idx]), y),
+                  "confidence_shown": _balanced_accuracy(np.array([lv != "abstained" for lv in oof_level]), y)},
+              "risk_coverage": _curve(oof_p, y, sum(bool(r["inputs"]["answerable"]) for r in records))}
+    final = fit_model(x, y, c)
+    return Confidence(final.weights, final.bias, final.answer, final.caveat, fit=report), report
+
+
+def _balanced_accuracy(said_right: np.ndarray, y: np.ndarray) -> float:
+    return round(float((said_right[y].mean() + (~said_right[~y]).mean()) / 2), 4)
+
+
+def _auroc(p: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return round(float(roc_auc_score(y, p)), 4)
+
+
+def _curve(p: np.ndarray, y: np.ndarray, n_answerable: int) -> list[dict]:
+    """Out of fold: answer every rated answer with P(right) >= t; the share of answerable
+    questions answered right... and the precision of what is shown, per bar t."""
+    out = []
+    for t in np.linspace(0.0, 0.9, 10):
+        shown = p >= t
+        out.append({"bar": round(float(t), 2), "answers": int(shown.sum()),
+                    "precision": round(float(y[shown].mean()), 4) if shown.any() else None,
+                    "right_per_answerable_question": round(float(y[shown].sum()) / max(1, n_answerable), 4)})
+    return out
