@@ -7,12 +7,18 @@ From the verdicts and trace each answer carries (rag.answer.verify, rag.answer.a
 - hallucination_rate_before_check: the same share over every answer the decoder gave, before
   the grounding check and calibrated abstention withheld some. With the "abstain" policy the
   answered rate is low by construction (the same judge gates and grades), so this one, and
-  answered_unanswerable_rate against gold labels, are the informative numbers.
+  answered_unanswerable_rate against gold labels, are the informative numbers;
+- risk_coverage: coverage and answer precision if only answers scoring at least each bar were
+  shown, over every candidate answer (given, or withheld for low confidence) and the score the
+  ladder grades it by (the trace's `sufficiency`: P(right) for English answers).
 Pure over records; no model is loaded here."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from rag.metrics import RIGHT_F1, coverage_curve, f1_score
+from rag.train.confidence import candidate
 
 
 def _unsupported(rec: dict) -> bool:
@@ -37,6 +43,10 @@ def qa_metrics(records: list[dict], out: Path | None = None) -> dict:
             total += 1
             hits += support.get(str(c["marker"]), 0.0) >= t
     result["citation_precision"] = hits / total if total else None
+    scored = candidates(records)
+    result["risk_coverage"] = coverage_curve([p for p, _, _ in scored], [r["inputs"]["answerable"] for _, r, _ in scored],
+                                             [right for _, _, right in scored],
+                                             sum(bool(r["inputs"]["answerable"]) for r in records))
     if out is not None:
         write_qa_report(Path(out), records, result)
     return result
@@ -47,16 +57,29 @@ def _rate(values) -> float | None:
     return float(sum(values)) / len(values) if values else None
 
 
+def candidates(records: list[dict]) -> list[tuple[float, dict, bool]]:
+    """(score, record, right) for every record with a candidate answer and a ladder score; right:
+    an answerable question whose candidate has F1 >= RIGHT_F1 (withheld ones included)."""
+    out = []
+    for r in records:
+        answer, trace = candidate(r), r["outputs"].get("trace", {})
+        if answer and "sufficiency" in trace:
+            right = bool(r["inputs"]["answerable"]) and f1_score(answer, r["inputs"]["answers"]) >= RIGHT_F1
+            out.append((float(trace["sufficiency"]), r, right))
+    return out
+
+
 def write_qa_report(out: Path, records: list[dict], grounding: dict) -> Path:
-    """Risk-coverage over the sufficiency score (risk: answering an unanswerable question or
-    with F1 < 0.5), sufficiency histograms for answerable vs unanswerable, per-item table."""
+    """Risk-coverage over the ladder's score (risk: a candidate answer that is wrong, including
+    any answer to an unanswerable question), score histograms for answerable vs unanswerable
+    questions, per-item table."""
     from evals.report import risk_coverage, write_report
 
-    scored = [r for r in records if "sufficiency" in r["outputs"].get("trace", {})]
-    suff = [float(r["outputs"]["trace"]["sufficiency"]) for r in scored]
-    bad = [(not r["inputs"]["answerable"]) or r["scores"].get("f1", 0.0) < 0.5 for r in scored]
-    hists = {"answerable": [s for s, r in zip(suff, scored) if r["inputs"]["answerable"]],
-             "unanswerable": [s for s, r in zip(suff, scored) if not r["inputs"]["answerable"]]}
+    scored = candidates(records)
+    suff = [p for p, _, _ in scored]
+    bad = [not right for _, _, right in scored]
+    hists = {"answerable": [p for p, r, _ in scored if r["inputs"]["answerable"]],
+             "unanswerable": [p for p, r, _ in scored if not r["inputs"]["answerable"]]}
     rows = []
     for r in records:
         o, tr = r["outputs"], r["outputs"].get("trace", {})

@@ -153,3 +153,18 @@ def answer_metrics(levels: Sequence[str], answerable: Sequence[bool], f1s: Seque
             if values:
                 result[f"{key}_ci95"] = [round(percentile(values, 2.5), 4), round(percentile(values, 97.5), 4)]
     return result
+
+
+def coverage_curve(scores: Sequence[float], answerable: Sequence[bool], right: Sequence[bool], n_answerable: int,
+                   bars: Sequence[float] = tuple(i / 10 for i in range(10))) -> list[dict]:
+    """The risk-coverage trade-off of one confidence score as a table: answering only where the
+    score >= bar, the `coverage` (answerable questions answered) and `answer_precision` (answers
+    right) at each bar. One entry per candidate answer in scores / answerable / right; questions
+    without a candidate are abstentions at every bar and count only in n_answerable."""
+    out = []
+    for bar in bars:
+        shown = [(a, r) for s, a, r in zip(scores, answerable, right) if s >= bar]
+        out.append({"bar": round(bar, 4), "answers": len(shown),
+                    "coverage": round(sum(1 for a, _ in shown if a) / n_answerable, 4) if n_answerable else 0.0,
+                    "answer_precision": round(mean([float(r) for _, r in shown]), 4) if shown else None})
+    return out

@@ -50,7 +50,8 @@ def test_eval_judge_resumes_and_is_reproducible(settings, tmp_path):
 def test_qa_grounding_metrics():
     def rec(abstained, verdicts, cites, support):
         return {"id": "x", "inputs": {"question": "q", "answers": ["a"], "answerable": True}, "scores": {"f1": 1.0},
-                "outputs": {"abstained": abstained, "verdicts": verdicts, "citations": cites,
+                "outputs": {"abstained": abstained, "answer_plain": "" if abstained else "a", "verdicts": verdicts,
+                            "citations": cites,
                             "trace": {"citation_support": support, "judge_threshold": 0.5, "sufficiency": 0.7}}}
     good = {"claim": "a", "supported": True, "score": 0.9, "evidence_chunk_id": 1}
     bad = {"claim": "b", "supported": False, "score": 0.1, "evidence_chunk_id": 1}
@@ -60,3 +61,7 @@ def test_qa_grounding_metrics():
     m = qa_metrics(records)
     assert m["hallucination_rate"] == 0.5 and m["faithfulness"] == 0.75
     assert abs(m["hallucination_rate_before_check"] - 2 / 3) < 1e-9 and abs(m["citation_precision"] - 2 / 3) < 1e-9
+    # the two given answers are right and scored 0.7; the abstention has no candidate answer
+    by_bar = {row["bar"]: row for row in m["risk_coverage"]}
+    assert by_bar[0.7] == {"bar": 0.7, "answers": 2, "coverage": 0.6667, "answer_precision": 1.0}
+    assert by_bar[0.8]["answers"] == 0

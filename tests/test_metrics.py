@@ -56,3 +56,15 @@ def test_answer_metrics_per_level_with_intervals():
     assert M.answer_metrics(levels, answerable, f1s, resamples=200) == m  # seeded: repeatable
     none_caveat = M.answer_metrics(["answered", "abstained"], [True, False], [1.0, 0.0], resamples=0)
     assert none_caveat["answer_precision_caveat"] is None and none_caveat["coverage"] == 1.0
+
+
+def test_coverage_curve_by_hand():
+    # four candidate answers; a fifth answerable question got none (an abstention at every bar)
+    scores = [0.9, 0.7, 0.4, 0.2]
+    answerable = [True, True, False, True]
+    right = [True, False, False, True]
+    curve = M.coverage_curve(scores, answerable, right, n_answerable=4, bars=(0.0, 0.5, 0.8, 0.95))
+    assert curve[0] == {"bar": 0.0, "answers": 4, "coverage": 0.75, "answer_precision": 0.5}
+    assert curve[1] == {"bar": 0.5, "answers": 2, "coverage": 0.5, "answer_precision": 0.5}
+    assert curve[2] == {"bar": 0.8, "answers": 1, "coverage": 0.25, "answer_precision": 1.0}
+    assert curve[3] == {"bar": 0.95, "answers": 0, "coverage": 0.0, "answer_precision": None}

@@ -14,7 +14,7 @@ import numpy as np
 
 from rag.answer.confidence import CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, features
 from rag.answer.prompt import strip_markers
-from rag.metrics import RIGHT_F1, answer_metrics, f1_score
+from rag.metrics import RIGHT_F1, answer_metrics, coverage_curve, f1_score
 from rag.text import is_korean
 
 MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
@@ -115,7 +115,8 @@ def train(records: Sequence[dict], reader_name: str, c: float = 1.0) -> tuple[Co
                   "grounding_check": _balanced_accuracy(
                       np.array([all(v["supported"] for v in records[i]["outputs"]["verdicts"]) for i in idx]), y),
                   "confidence_shown": _balanced_accuracy(np.array([lv != "abstained" for lv in oof_level]), y)},
-              "risk_coverage": _curve(oof_p, y, sum(bool(r["inputs"]["answerable"]) for r in records))}
+              "risk_coverage": coverage_curve(oof_p, [bool(records[i]["inputs"]["answerable"]) for i in idx], y,
+                                              sum(bool(r["inputs"]["answerable"]) for r in records))}
     final = fit_model(x, y, c)
     return Confidence(final.weights, final.bias, final.answer, final.caveat, fit=report), report
 
@@ -128,15 +129,3 @@ def _auroc(p: np.ndarray, y: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     return round(float(roc_auc_score(y, p)), 4)
-
-
-def _curve(p: np.ndarray, y: np.ndarray, n_answerable: int) -> list[dict]:
-    """Out of fold: answer every rated answer with P(right) >= t; the share of answerable
-    questions answered right... and the precision of what is shown, per bar t."""
-    out = []
-    for t in np.linspace(0.0, 0.9, 10):
-        shown = p >= t
-        out.append({"bar": round(float(t), 2), "answers": int(shown.sum()),
-                    "precision": round(float(y[shown].mean()), 4) if shown.any() else None,
-                    "right_per_answerable_question": round(float(y[shown].sum()) / max(1, n_answerable), 4)})
-    return out
