@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rag.metrics import RIGHT_F1, coverage_curve, f1_score
-from rag.train.confidence import candidate
+from rag.answer.confidence import candidate
 
 
 def _unsupported(rec: dict) -> bool:

@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 
-from rag.answer.confidence import FEATURES, load_confidence
-from rag.train.confidence import candidate, fit_bars, train
+from rag.answer.confidence import FEATURES, candidate, load_confidence
+from rag.train.confidence import fit_bars, train
 
 READER = "extractive-reader:all-MiniLM-L6-v2"
 

@@ -235,6 +235,8 @@ def run_evaluation(browser, ui: str, tmp_path: Path) -> None:
               {"doc_id": "d2", "title": "Bees", "text": "Honey bees dance to show where flowers are."}]
     qa = [{"qid": "q1", "question": "Why do sea otters hold hands?", "answers": ["so they do not drift apart"],
            "answerable": True, "doc_id": "d1"},
+          {"qid": "q3", "question": "What do honey bees dance to show?", "answers": ["where flowers are"],
+           "answerable": True, "doc_id": "d2"},
           {"qid": "q2", "question": "What colour is the zorblax?", "answers": [], "answerable": False, "doc_id": "d2"}]
     for name, rows in (("corpus.jsonl", corpus), ("qa.jsonl", qa)):
         (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")

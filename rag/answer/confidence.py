@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.answer.prompt import strip_markers
 from rag.metrics import f1_single
 from rag.models.weights import TRAINED_DIR
 
@@ -72,3 +73,15 @@ def load_confidence(path: Path = PATH) -> Confidence | None:
     if tuple(d["features"]) != FEATURES:  # fitted on other signals: refit (rag train confidence)
         return None
     return Confidence(tuple(d["weights"]), d["bias"], d["answer"], d["caveat"], fit=d.get("fit", {}))
+
+
+def candidate(record: dict) -> str | None:
+    """The answer an evaluation record's question got, or the one the gates withheld (without citation
+    markers); None when the model itself gave none or the grounding check rejected it (those
+    are abstentions whatever the confidence says)."""
+    o, trace = record["outputs"], record["outputs"]["trace"]
+    if not o["abstained"]:
+        return o["answer_plain"]
+    if trace.get("abstain_code") != "low_confidence" or "withheld_answer" not in trace:
+        return None
+    return strip_markers(trace["withheld_answer"])

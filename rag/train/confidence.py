@@ -12,24 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.answer.confidence import CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, features
-from rag.answer.prompt import strip_markers
+from rag.answer.confidence import CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, candidate, features
 from rag.metrics import RIGHT_F1, answer_metrics, coverage_curve, f1_score
 from rag.text import is_korean
 
 MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
-
-
-def candidate(record: dict) -> str | None:
-    """The answer a record's question got, or the one the gates withheld (without citation
-    markers); None when the model itself gave none or the grounding check rejected it (those
-    are abstentions whatever the confidence says)."""
-    o, trace = record["outputs"], record["outputs"]["trace"]
-    if not o["abstained"]:
-        return o["answer_plain"]
-    if trace.get("abstain_code") != "low_confidence" or "withheld_answer" not in trace:
-        return None
-    return strip_markers(trace["withheld_answer"])
 
 
 def rows(records: Sequence[dict], reader_name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
