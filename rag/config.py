@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     decoder: DecoderName = "qwen2.5-coder-0.5b"
     adapter: str = "default"  # "default" = the adapter shipped for the decoder, "none", or a path
     threads: int = Field(default=0, ge=0)  # 0 = every core the process may use
-    # What the decoder and readers compute in; auto = bfloat16 where the CPU has bf16
-    # instructions, float32 where torch would emulate it (rag.models.weights.compute_dtype).
+    # What the torch models (the readers; a decoder with a LoRA adapter) compute in; auto =
+    # bfloat16 where the CPU has bf16 instructions, float32 where torch would emulate it
+    # (rag.models.weights.compute_dtype). llama.cpp picks its own kernels from the CPU.
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     # -- ingest -------------------------------------------------------------------------------

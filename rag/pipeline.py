@@ -18,7 +18,8 @@ from rag.answer.prompt import (MAX_NEW_TOKENS, ScriptedGenerator, abstain_messag
                                is_abstention, parse_citations, strip_markers)
 from rag.config import Settings
 from rag.errors import InputError
-from rag.models.decoder import Generator, HFGenerator
+from rag.models.decoder import Generator
+from rag.models.llama import serving_generator
 from rag.models.embed import Embedder, make_embedder
 from rag.models.weights import ADAPTERS_DIR
 from rag.retrieve.hybrid import HybridRetriever
@@ -46,7 +47,7 @@ class RagService:
     def embedder(self, name: str | None = None) -> Embedder:
         name = name or self.settings.effective_embedder()
         if name not in self._embedders:
-            self._embedders[name] = make_embedder(name, self.settings.threads)
+            self._embedders[name] = make_embedder(name, self.settings.threads, cache_dir=self.settings.models_path)
         return self._embedders[name]
 
     @property
@@ -55,8 +56,9 @@ class RagService:
             if self.settings.backend == "fake":
                 self._generator = ScriptedGenerator()
             else:
-                self._generator = HFGenerator(self.settings.decoder, self.settings.models_path,
-                                              adapter_path(self.settings), self.settings.threads, self.settings.dtype)
+                self._generator = serving_generator(self.settings.decoder, self.settings.models_path,
+                                                    adapter_path(self.settings), self.settings.threads,
+                                                    self.settings.dtype)
         return self._generator
 
     def retriever(self, collection: str, mode: str = "auto") -> HybridRetriever:

@@ -47,10 +47,15 @@ def test_the_setting_reads_rag_dtype_and_rejects_others(monkeypatch):
         Settings()
 
 
-def test_the_service_hands_the_setting_to_the_decoder_and_the_reader(tmp_path):
+def test_the_service_hands_the_setting_to_the_torch_models(tmp_path):
+    from rag.models.decoder import HFGenerator
+    from rag.models.llama import LlamaCppGenerator, serving_generator
     from rag.pipeline import RagService
 
-    svc = RagService(Settings(data_dir=tmp_path, dtype="float32"))
-    # Both are built lazily: nothing is loaded here.
-    assert svc.generator.dtype == "float32"
+    svc = RagService(Settings(data_dir=tmp_path, dtype="float32", adapter="none"))
+    # All are built lazily: nothing is loaded here.
     assert svc.reader.dtype == "float32"
+    assert isinstance(svc.generator, LlamaCppGenerator)  # llama.cpp picks its kernels itself
+    # a LoRA adapter runs on transformers, in the chosen dtype
+    with_adapter = serving_generator(svc.settings.decoder, tmp_path, tmp_path / "adapter", 2, "float32")
+    assert isinstance(with_adapter, HFGenerator) and with_adapter.dtype == "float32"

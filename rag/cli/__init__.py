@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--repeats", type=int, default=5)
     a.add_argument("--sizes", default="10000,100000", help="chunk counts for retrieval latency")
     a.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    a.add_argument("--peer", metavar="PYTHON", help="the Python of the stock LangChain pipeline's virtual "
+                   "environment (../shared/peer-baseline/README.md): adds the side-by-side table")
     a.set_defaults(fn=cmd_bench)
 
     a = sub.add_parser("serve", help="run the REST API")

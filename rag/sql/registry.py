@@ -105,9 +105,9 @@ def sql_generator(service):
     if name == s.decoder and service.generator.name == s.decoder:
         return service.generator
     if getattr(service, "_sql_generator", None) is None:
-        from rag.models.decoder import HFGenerator
+        from rag.models.llama import serving_generator
 
-        service._sql_generator = HFGenerator(name, s.models_path, None, s.threads, s.dtype)
+        service._sql_generator = serving_generator(name, s.models_path, None, s.threads, s.dtype)
     return service._sql_generator
 
 
