@@ -129,14 +129,18 @@ def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progre
                         notify: ProgressFn | None = None):
     import numpy as np
 
-    out = []
+    # Shortest first, so each batch holds texts of similar length and little of it is padding
+    # (an encoder pads a batch to its longest text); the rows go back to the texts' order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), embedder.dim), np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress or not texts) as bar:
         for i in range(0, len(texts), batch):
-            out.append(embedder.embed_passages(texts[i:i + batch]))
-            bar.update(len(texts[i:i + batch]))
+            rows = order[i:i + batch]
+            out[rows] = embedder.embed_passages([texts[j] for j in rows])
+            bar.update(len(rows))
             if notify:
                 notify("embedding", min(i + batch, len(texts)), len(texts))
-    return np.vstack(out) if out else np.zeros((0, embedder.dim), np.float32)
+    return out
 
 
 def delete_documents(settings: Settings, store: Store, ref: str, collection: str) -> list[str]:

@@ -148,3 +148,15 @@ def test_progress_callback_reports_each_stage(service):
     assert stages[0] == "loading" and stages[-1] == "indexing" and "embedding" in stages
     embedding = [(d, t) for s, d, t in seen if s == "embedding"]
     assert embedding[-1][0] == embedding[-1][1] > 0
+
+
+def test_embedding_in_length_order_keeps_each_text_its_own_vector():
+    import numpy as np
+
+    from ingest.build import embed_with_progress
+    from rag.models.embed import HashEmbedder
+
+    emb = HashEmbedder()
+    texts = ["a much longer text about lighthouses and keepers", "short", "mid length text", "tiny"]
+    got = embed_with_progress(emb, texts, batch=2, progress=False)
+    assert np.allclose(got, emb.embed_passages(texts))

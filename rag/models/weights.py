@@ -89,7 +89,7 @@ def decoder_gguf(name: str, cache_dir: Path) -> Path:
         target = cache_dir / f"{name}.gguf"
         if not target.exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".part")
+            tmp = target.with_suffix(f".{os.getpid()}.part")  # per process: two starting at once cannot interleave
             with open(tmp, "wb") as out:
                 for p in parts:
                     with open(p, "rb") as f:
