@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.memory import resident_mb
 from rag.config import Settings
 
 # Measured machine limits (shared/MODELS.md): memory bandwidth and bf16 GEMM rate, 2 cores.
@@ -237,16 +238,6 @@ def bench_answer(settings: Settings, repeats: int) -> list[dict]:
         times = timed_each(answer, range(repeats))
         out.append({"answer": name, "p50_s": statistics.median(times), "max_s": max(times)})
     return out
-
-
-def resident_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB, from /proc (Linux; zeros elsewhere)."""
-    try:
-        with open("/proc/self/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError):
-        return 0.0, 0.0
 
 
 def load_cost(model: str) -> dict:

@@ -49,7 +49,7 @@ def our_ingest(data_dir: str) -> dict:
 
 
 def our_answers(data_dir: str, qs: list[str]) -> dict:
-    from evals.bench import resident_mb
+    from evals.memory import resident_mb
     from rag.pipeline import RagService
 
     svc = RagService(settings(data_dir))
