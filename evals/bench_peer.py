@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rag.config import Settings
+from rag.metrics import percentile
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "data" / "dev" / "hotpotqa"
@@ -67,15 +68,9 @@ def our_answers(data_dir: str, qs: list[str]) -> dict:
         totals.append(time.perf_counter() - t)
         firsts.append(first if first is not None else totals[-1])
         answered += not answer.abstained
-    return {"load_s": load_s, "answer_p50_s": statistics.median(totals), "answer_p95_s": _p95(totals),
+    return {"load_s": load_s, "answer_p50_s": statistics.median(totals), "answer_p95_s": percentile(totals, 95),
             "first_token_p50_s": statistics.median(firsts), "answered": answered, "questions": len(qs),
             "peak_rss_mb": resident_mb()[1]}
-
-
-def _p95(values: list[float]) -> float:
-    from rag.metrics import percentile
-
-    return percentile(values, 95)
 
 
 def peer(python: str, n: int, threads: int) -> dict:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.metrics import RIGHT_F1, coverage_curve, f1_score
-from rag.answer.confidence import candidate
+from rag.answer.confidence import candidate, is_right, record_level
+from rag.metrics import coverage_curve
 
 
 def _unsupported(rec: dict) -> bool:
@@ -64,8 +64,7 @@ def candidates(records: list[dict]) -> list[tuple[float, dict, bool]]:
     for r in records:
         answer, trace = candidate(r), r["outputs"].get("trace", {})
         if answer and "sufficiency" in trace:
-            right = bool(r["inputs"]["answerable"]) and f1_score(answer, r["inputs"]["answers"]) >= RIGHT_F1
-            out.append((float(trace["sufficiency"]), r, right))
+            out.append((float(trace["sufficiency"]), r, is_right(r, answer)))
     return out
 
 
@@ -86,7 +85,7 @@ def write_qa_report(out: Path, records: list[dict], grounding: dict) -> Path:
         rows.append({"id": r["id"], "question": r["inputs"]["question"],
                      "gold": " | ".join(r["inputs"]["answers"]) or "(unanswerable)",
                      "answer": o.get("answer", ""), "withheld": tr.get("withheld_answer", ""),
-                     "level": o.get("level") or ("abstained" if o.get("abstained") else "answered"),
+                     "level": record_level(r),
                      "sufficiency": tr.get("sufficiency", ""),
                      "f1": r["scores"].get("f1", ""), "claims": o.get("verdicts") or []})
     return write_report(out / "report.html", "QA evaluation: grounding and abstention", grounding,

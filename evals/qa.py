@@ -18,6 +18,7 @@ from tqdm import tqdm
 from rag import metrics as M
 from rag.config import Settings
 from rag.errors import InputError
+from rag.answer.confidence import record_level
 from rag.jsonl import read_jsonl
 from rag.types import EvalRecord
 
@@ -171,7 +172,7 @@ def summarize(records: list[dict], retrieval_only: bool) -> dict:
         out["f1"] = M.mean([r["scores"]["f1"] for r in answerable])
         out.update(M.abstention_metrics([r["outputs"]["abstained"] for r in records],
                                         [r["inputs"]["answerable"] for r in records]))
-        out.update(M.answer_metrics([level(r) for r in records], [r["inputs"]["answerable"] for r in records],
+        out.update(M.answer_metrics([record_level(r) for r in records], [r["inputs"]["answerable"] for r in records],
                                     [r["scores"].get("f1", 0.0) for r in records]))
         out["n_answerable"] = len(answerable)
         out["n_unanswerable"] = len(records) - len(answerable)
@@ -186,9 +187,3 @@ def summarize(records: list[dict], retrieval_only: bool) -> dict:
     out["latency_p50_s"] = M.percentile(lat, 50)
     out["latency_p95_s"] = M.percentile(lat, 95)
     return out
-
-
-def level(record: dict) -> str:
-    """answered / caveat / abstained (records written before the levels existed: answered or abstained)."""
-    o = record["outputs"]
-    return o.get("level") or ("abstained" if o["abstained"] else "answered")

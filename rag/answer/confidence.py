@@ -24,8 +24,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.answer.answerability import logistic
 from rag.answer.prompt import strip_markers
-from rag.metrics import f1_single
+from rag.metrics import RIGHT_F1, f1_score, f1_single
 from rag.models.weights import TRAINED_DIR
 
 PATH = TRAINED_DIR / "confidence.json"
@@ -58,8 +59,7 @@ class Confidence:
     fit: dict = field(default_factory=dict, compare=False)
 
     def score(self, trace: dict, answer: str, reader_path: bool, support: float) -> float:
-        z = self.bias + sum(w * x for w, x in zip(self.weights, features(trace, answer, reader_path, support)))
-        return 1.0 / (1.0 + math.exp(-z))
+        return logistic(self.bias + sum(w * x for w, x in zip(self.weights, features(trace, answer, reader_path, support))))
 
     def save(self, path: Path = PATH) -> None:
         path.write_text(json.dumps({"features": FEATURES, "weights": self.weights, "bias": self.bias,
@@ -85,3 +85,15 @@ def candidate(record: dict) -> str | None:
     if trace.get("abstain_code") != "low_confidence" or "withheld_answer" not in trace:
         return None
     return strip_markers(trace["withheld_answer"])
+
+
+def is_right(record: dict, answer: str) -> bool:
+    """An evaluation record's answer is right: its question is answerable and the answer has
+    F1 >= RIGHT_F1 against a gold answer (any answer to an unanswerable question is wrong)."""
+    return bool(record["inputs"]["answerable"]) and f1_score(answer, record["inputs"]["answers"]) >= RIGHT_F1
+
+
+def record_level(record: dict) -> str:
+    """answered / caveat / abstained (records written before the levels existed: answered or abstained)."""
+    o = record["outputs"]
+    return o.get("level") or ("abstained" if o["abstained"] else "answered")

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.answer.confidence import CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, candidate, features
-from rag.metrics import RIGHT_F1, answer_metrics, coverage_curve, f1_score
+from rag.answer.confidence import (CAVEAT_PRECISION, FEATURES, TARGET_PRECISION, Confidence, candidate, features,
+                                   is_right)
+from rag.metrics import answer_metrics, coverage_curve, f1_score
 from rag.text import is_korean
 
 MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
@@ -29,7 +30,7 @@ def rows(records: Sequence[dict], reader_name: str) -> tuple[np.ndarray, np.ndar
         o, inputs = r["outputs"], r["inputs"]
         support = min((v["score"] for v in o["verdicts"]), default=1.0)
         x.append(features(o["trace"], answer, o["model"] == reader_name, support))
-        y.append(bool(inputs["answerable"]) and f1_score(answer, inputs["answers"]) >= RIGHT_F1)
+        y.append(is_right(r, answer))
         groups.append(inputs.get("title") or (inputs.get("gold_docs") or ["?"])[0])
         idx.append(i)
     return np.array(x, float), np.array(y, bool), groups, idx
