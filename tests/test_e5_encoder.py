@@ -58,3 +58,17 @@ def test_normalisation_is_the_files(tok):
     f = e5.load()
     assert len(f.dropped) + len(f.spaces) == 45 and "\x01" in f.dropped and "\u200b" in f.spaces
     assert tok.backend_tokenizer.normalizer.normalize_str("a\x01b\tc\u200bd  e\ufeffＡＢ") == "ab c d e AB"
+
+
+def test_serving_pieces_equal_the_training_tokenizer(tok):
+    """The embedder's sentencepiece tokenizer (e5_encoder.Pieces) gives the ids of the
+    transformers one the model was checked with: English, Korean, the file's odd characters,
+    leading and repeated spaces, unknown characters, empty text, and truncation."""
+    pieces = e5.Pieces(e5.load())
+    odd = ["  leading space", "tabs\tand\nnewlines  x", "emoji 😀 ｆｕｌｌｗｉｄｔｈ ①②", "\u200bzero\u200dwidth\ufeff",
+           "", " ", "\x00\x07", "ᄀ ㄱ 각 ﬁ", "passage: 서울특별시의 인구는 약 940만 명이다 (2023년)."]
+    texts = TEXTS + odd + ["query: " + "long words " * 400]
+    ids, mask = pieces.batch(texts, 512)
+    ref = tok(texts, padding=True, truncation=True, max_length=512, return_tensors="np")
+    assert ids.shape == ref["input_ids"].shape and ids.shape[1] == 512
+    assert (ids == ref["input_ids"]).all() and (mask == ref["attention_mask"]).all()

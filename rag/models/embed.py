@@ -55,7 +55,7 @@ class E5Embedder:
 
             path = onnx_encoder.prepared("e5", e5_encoder.model_file(), onnx_encoder.export_e5,
                                          self.cache_dir or Settings().models_path, int8=onnx_encoder.cpu_has_vnni())
-            self._tok = e5_encoder.tokenizer()
+            self._tok = e5_encoder.Pieces(e5_encoder.load())
             self._session = onnx_encoder.session(path, self.threads)
         return self._session
 
@@ -65,10 +65,8 @@ class E5Embedder:
         out = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(order), self.batch):
             idx = order[start:start + self.batch]
-            enc = self._tok([prefix + texts[i] for i in idx], padding=True, truncation=True,
-                            max_length=self.MAX_TOKENS, return_tensors="np")
-            out[idx] = session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
-                                          "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+            ids, mask = self._tok.batch([prefix + texts[i] for i in idx], self.MAX_TOKENS)
+            out[idx] = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return _normalise(out)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
