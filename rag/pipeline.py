@@ -128,6 +128,8 @@ class RagService:
             self.generator.load()
         if self.reader is not None:
             self.reader.load()
+        if self.verifier is not None:
+            self.verifier.load()
 
     # -- use cases -------------------------------------------------------------------------
     def search(self, question: str, collection: str, k: int | None = None) -> list[Hit]:

@@ -96,6 +96,28 @@ def test_trained_judge_separates_right_from_wrong_answer():
     assert right > wrong
 
 
+@pytest.mark.slow
+def test_merged_judge_scores_as_its_adapter_model(tmp_path):
+    """Serving merges the judge's LoRA adapter into the base once (cached, no peft at load);
+    its scores are the adapter model's, as training and `rag eval judge` saw it."""
+    import numpy as np
+    import torch
+
+    from rag.models.crossencoder import PairScorer, base_model, judge_text, trained_path
+
+    q = "Who built the lighthouse on Skerry?"
+    pairs = [(judge_text(q, claim), PASSAGE) for claim in ("Thomas Stevenson", "It was built by the Romans in 1600.",
+                                                             "In 1844.", "The keeper's wife.")]
+    scorer = PairScorer(trained_path("judge"), threads=1, cache_dir=tmp_path, dtype="float32")
+    ours = scorer.score(pairs)
+    reference = base_model(256)
+    reference.load_adapter(str(trained_path("judge")))
+    with torch.inference_mode():
+        theirs = reference.predict(pairs, activation_fn=torch.nn.Sigmoid(), convert_to_numpy=True, show_progress_bar=False)
+    assert np.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    assert len(list(tmp_path.glob("crossencoder-judge-*-merged.safetensors"))) == 1
+
+
 def test_korean_claims_go_to_the_lexical_judge_not_minilm():
     from pathlib import Path
 

@@ -95,6 +95,9 @@ class CrossEncoderJudge:
         self.fallback = fallback or LexicalJudge()
         self.name = "cross-encoder:" + scorer.adapter_dir.name
 
+    def load(self) -> None:
+        self.scorer.load()
+
     def support(self, question: str, claim: str, passages: Sequence[str]) -> list[float]:
         if is_korean(claim) or is_korean(question):
             return self.fallback.support(question, claim, passages)
@@ -130,6 +133,11 @@ class Verifier:
         # rag.answer.judge.StateJudge: when present it decides English claims (P(supported) over
         # the whole context, from the decoder's state); the per-passage judge still picks the evidence.
         self.state_judge = state_judge
+
+    def load(self) -> None:
+        """Load the judge's model now (RagService.warm), not on the first answer."""
+        if hasattr(self.judge, "load"):
+            self.judge.load()
 
     @property
     def name(self) -> str:
@@ -189,5 +197,6 @@ def make_verifier(settings, generator=None) -> Verifier | None:
         warnings.warn("no trained judge in rag/models/trained/judge (run `rag train judge`): "
                       "claims are judged by word overlap only", stacklevel=2)
         return Verifier(LexicalJudge(), state_judge=state)
-    return Verifier(CrossEncoderJudge(PairScorer(trained_path("judge"), settings.threads, max_length=256)),
+    return Verifier(CrossEncoderJudge(PairScorer(trained_path("judge"), settings.threads, max_length=256,
+                                                         cache_dir=settings.models_path)),
                     state_judge=state)

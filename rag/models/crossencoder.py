@@ -37,27 +37,52 @@ def passage_text(title: str, text: str) -> str:
 
 class PairScorer:
     """Inference for a trained cross-encoder: probabilities for (a, b) pairs, batched, in the
-    CPU's compute dtype (rag.models.weights.compute_dtype)."""
+    CPU's compute dtype (rag.models.weights.compute_dtype).
 
-    def __init__(self, adapter_dir: Path, threads: int = 0, max_length: int = 256, batch: int = 16):
+    The adapter is merged into the base once, with peft, and the merged weights are cached
+    beside the other prepared models (rag.models.prepared, keyed by the adapter's sha256);
+    serving then loads a plain transformers model: neither peft nor sentence-transformers is
+    imported (about 190 MB less resident), and the scores are the adapter model's
+    (tests/test_verify.py)."""
+
+    def __init__(self, adapter_dir: Path, threads: int = 0, max_length: int = 256, batch: int = 16,
+                 cache_dir: Path | None = None, dtype: str = "auto"):
         self.adapter_dir = Path(adapter_dir)
+        self.dtype = dtype  # Settings.dtype (rag.models.weights.compute_dtype)
         self.threads = threads
         self.max_length = max_length
         self.batch = batch
+        self.cache_dir = cache_dir
         self._model = None
+        self._tok = None
 
     def load(self):
         if self._model is None:
             if not (self.adapter_dir / "adapter_config.json").exists():
                 raise ModelError(f"no trained cross-encoder in {self.adapter_dir}; train it with "
                                  f"`rag train {self.adapter_dir.name}`")
-            from rag.models.weights import compute_dtype, set_threads
+            from safetensors.torch import load_file
+            from transformers import AutoTokenizer
+
+            from rag.config import Settings
+            from rag.models.prepared import prepared
+            from rag.models.weights import compute_dtype, minilm_dir, set_threads
 
             set_threads(self.threads)
-            model = base_model(self.max_length)
-            model.load_adapter(str(self.adapter_dir))
-            self._model = model.to(compute_dtype()).eval()
+            merged = prepared(f"crossencoder-{self.adapter_dir.name}", self.adapter_dir / "adapter_model.safetensors",
+                              self._merge, self.cache_dir or Settings().models_path, "merged.safetensors")
+            model = _classifier()
+            model.load_state_dict(load_file(str(merged)), strict=True)
+            self._tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+            self._model = model.to(compute_dtype(self.dtype)).eval()
         return self._model
+
+    def _merge(self, path: Path) -> None:
+        from peft import PeftModel
+        from safetensors.torch import save_file
+
+        merged = PeftModel.from_pretrained(_classifier(), str(self.adapter_dir)).merge_and_unload()
+        save_file({k: v.contiguous() for k, v in merged.state_dict().items()}, str(path))
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -65,10 +90,30 @@ class PairScorer:
         import torch
 
         model = self.load()
+        logits = []
         with torch.inference_mode():
-            logits = model.predict(pairs, batch_size=self.batch, activation_fn=torch.nn.Identity(),
-                                   convert_to_numpy=True, show_progress_bar=False)
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float32).reshape(-1)))
+            for i in range(0, len(pairs), self.batch):
+                part = pairs[i:i + self.batch]
+                enc = self._tok([a for a, _ in part], [b for _, b in part], padding=True, truncation="longest_first",
+                                max_length=self.max_length, return_tensors="pt")
+                logits.append(model(**enc).logits.float().reshape(-1).numpy())
+        return 1.0 / (1.0 + np.exp(-np.concatenate(logits)))
+
+
+def _classifier():
+    """The packaged MiniLM with a 1-logit classification head (its weights come from the
+    adapter or the merged file), quietly: transformers reports the head as newly initialised."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from rag.models.weights import minilm_dir
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def base_model(max_length: int = 256):

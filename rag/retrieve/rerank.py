@@ -88,4 +88,4 @@ def make_reranker(settings) -> Reranker | None:
         warnings.warn("no trained reranker in rag/models/trained/reranker (run `rag train reranker`): "
                       "reranking is off", stacklevel=2)
         return None
-    return CrossEncoderReranker(PairScorer(trained_path("reranker"), settings.threads), FUSION)
+    return CrossEncoderReranker(PairScorer(trained_path("reranker"), settings.threads, cache_dir=settings.models_path), FUSION)
