@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import resource
 import statistics
 import tempfile
@@ -25,6 +26,19 @@ BANDWIDTH_GBS = 58.0
 BF16_GFLOPS = 730.0
 # Encoder weights that cost FLOPs per token: MiniLM-L6 has 6 layers of width 384, e5-small 12.
 NON_EMBEDDING_PARAMS = {"minilm": 10.6e6, "e5": 21.3e6}
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the instruction sets the kernels choose by (Linux /proc/cpuinfo)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    sets = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                      ("avx512_vnni", "AVX512-VNNI"), ("amx_bf16", "AMX")) if flag in flags]
+    return f"{name} ({', '.join(sets) or 'no AVX2'})"
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -304,7 +318,8 @@ def run(settings: Settings, args) -> dict:
     sizes = [1000, 5000] if args.quick else [int(x) for x in args.sizes.split(",")]
     repeats = 2 if args.quick else args.repeats
     n_embed = 64 if args.quick else 256
-    result = {"machine": {"python": platform.python_version(), "threads": threads, "cpu": platform.processor()},
+    result = {"command": "RAG_THREADS={} rag {}".format(threads, " ".join(sys.argv[1:])) if "bench" in sys.argv else "rag bench",
+              "machine": {"python": platform.python_version(), "threads": threads, "cpu": cpu_description()},
               "repeats": repeats}
     result["embed"] = bench_embed(settings, repeats, n_embed)
     # knowledge-graph extraction on vs off: its cost beside embedding
@@ -333,8 +348,9 @@ def run(settings: Settings, args) -> dict:
 
 
 def render(r: dict) -> str:
-    lines = ["# Benchmarks", "", f"Produced by `rag bench` ({r['repeats']} repeats, medians; "
-             f"{r['machine']['threads']} threads). Raw numbers: `benchmarks.json`.", "",
+    command = r.get("command", "rag bench")
+    lines = ["# Benchmarks", "", f"Produced by `{command}` ({r['repeats']} repeats, medians; "
+             f"{r['machine']['threads']} threads; {r['machine']['cpu']}). Raw numbers: `benchmarks.json`.", "",
              "## Embedding and ingest", "", "| stage | chunks/s | FLOP bound chunks/s | share of bound |",
              "|---|---:|---:|---:|"]
     for e in r["embed"]:

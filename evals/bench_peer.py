@@ -119,5 +119,10 @@ def render(r: dict) -> list[str]:
         lines.append(f"| {name} | {fmt.format(p[key])} | {fmt.format(o[key])} | {o[key] / p[key]:.2f}x |")
     lines += ["", f"Ours answered {o['answered']} of {o['questions']} (the rest abstained); the peer answers every "
               "question. Ours loads its models before the first question in "
-              f"{o['load_s']:.1f} s (warm data folder).", ""]
-    return lines
+              f"{o['load_s']:.1f} s (warm data folder)."]
+    final = p.get("raw", {}).get("final_rss_mib")
+    if final and p["peak_rss_mb"] > 1.5 * final * 1.048576:
+        lines += ["", f"The peer's peak came while it loaded its models; its process ended at {final * 1.048576:.0f} MB "
+                  "resident. Its peak varies from run to run (load-time copies of the weights), so compare memory "
+                  "with that in mind."]
+    return lines + [""]

@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.formats import read_text
 from rag.errors import InputError
 from rag.types import Document
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".jsonl"}
+# Plain text is read whole in this process: a file beyond this is refused, not read into
+# memory (HTML, PDF and DOCX are bounded by ingest.parse's worker instead).
+MAX_TEXT_MB = 256
+MAX_JSONL_LINE_MB = 64  # one record of a JSONL corpus
 
 
 @dataclass(frozen=True)
@@ -61,29 +66,23 @@ def load_file(path: Path) -> list[Document]:
     if suffix not in SUFFIXES:
         raise InputError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(SUFFIXES))}")
     source = str(path.resolve())
+    size_mb = path.stat().st_size / (1 << 20)
+    if suffix in TEXT_SUFFIXES | {".html", ".htm"} and size_mb > MAX_TEXT_MB:
+        raise InputError(f"it is {size_mb:.0f} MB; text files over {MAX_TEXT_MB} MB are not read (split it)")
     if suffix == ".jsonl":
-        return list(load_jsonl(path))
+        docs = list(load_jsonl(path))
+        if not docs:
+            raise InputError("no records with text (an empty corpus)")
+        return docs
     if suffix in TEXT_SUFFIXES:
         text, title = read_text(path), ""
-    elif suffix in (".html", ".htm"):
-        text, title = html_text(read_text(path))
-    elif suffix == ".pdf":
-        text, title = pdf_text(path)
     else:
-        text, title = docx_text(path)
+        from ingest.parse import parse
+
+        text, title = parse({".htm": "html"}.get(suffix, suffix[1:]), source)
     if not text.strip():
         raise InputError("no text could be extracted (empty, or a scanned PDF without a text layer)")
     return [make_document(source, title or first_heading(text) or path.stem, text, {"path": source})]
-
-
-def read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    for enc in ("utf-8-sig", "cp949", "utf-16"):  # cp949: Korean files saved by older Windows tools
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    raise InputError("not valid text in UTF-8, CP949 or UTF-16")
 
 
 def first_heading(text: str) -> str:
@@ -94,45 +93,37 @@ def first_heading(text: str) -> str:
     return ""
 
 
-def html_text(html: str) -> tuple[str, str]:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript", "nav", "footer"]):
-        tag.decompose()
-    title = soup.title.get_text(strip=True) if soup.title else ""
-    lines = (ln.strip() for ln in soup.get_text("\n").splitlines())
-    return "\n".join(ln for ln in lines if ln), title
-
-
-def pdf_text(path: Path) -> tuple[str, str]:
-    from pypdf import PdfReader
-
-    reader = PdfReader(str(path))
-    pages = [(p.extract_text() or "").strip() for p in reader.pages]
-    title = (reader.metadata.title if reader.metadata and reader.metadata.title else "") or ""
-    return "\n\n".join(p for p in pages if p), str(title)
-
-
-def docx_text(path: Path) -> tuple[str, str]:
-    import docx
-
-    d = docx.Document(str(path))
-    paras = [p.text.strip() for p in d.paragraphs if p.text.strip()]
-    return "\n\n".join(paras), d.core_properties.title or ""
-
-
 def load_jsonl(path: Path) -> Iterator[Document]:
     """JSONL corpora: our own {"doc_id","title","text"} and BEIR's {"_id","title","text"}.
     The record id becomes the document's source, so gold labels can name it."""
+    limit = MAX_JSONL_LINE_MB << 20
+
+    def lines(f):
+        n = 0
+        while True:
+            n += 1
+            try:
+                line = f.readline(limit + 1)
+            except UnicodeDecodeError as e:
+                raise InputError(f"line {n} is not UTF-8 ({e.reason})") from None
+            if not line:
+                return
+            yield n, line
+
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+        for n, line in lines(f):
+            if len(line) > limit:
+                raise InputError(f"line {n} is longer than {MAX_JSONL_LINE_MB} MB")
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"line {n} is not JSON ({e.msg})") from e
+            except RecursionError:
+                raise InputError(f"line {n} nests too deeply") from None
+            if not isinstance(rec, dict):
+                raise InputError(f"line {n} is not a JSON object")
             rid = rec.get("doc_id") or rec.get("_id") or rec.get("id")
             text = rec.get("text")
             if rid is None or not isinstance(text, str):

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=20.0, gt=0)
     max_upload_files: int = Field(default=50, ge=1)
     rate_limit_per_minute: int = Field(default=120, ge=1)  # per API key
+    # Answers computed at once, answers waiting (each at most answer_wait_s); beyond: 503 with
+    # Retry-After (rag.api.admission). One at a time suits a laptop's few cores.
+    answer_slots: int = Field(default=1, ge=1, le=64)
+    answer_queue: int = Field(default=8, ge=0, le=1000)
+    answer_wait_s: float = Field(default=30.0, gt=0, le=600)
     warm_models: bool = True  # load models in the API lifespan instead of on the first request
     api_url: str = "http://127.0.0.1:8000"  # where `rag ui` finds the API
     api_key: SecretStr | None = None  # the key `rag ui` sends (default: the admin key)

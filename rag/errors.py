@@ -50,3 +50,13 @@ class UnsafeSQLError(RagError, ValueError):
     """A SQL statement failed validation: it is never executed."""
 
     http_status = 400
+
+
+class OverloadedError(RagError, RuntimeError):
+    """The service is at capacity: retry after `retry_after` seconds (HTTP 503, Retry-After)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -29,7 +29,7 @@ _real_connect = socket.socket.connect
 
 def _guarded_connect(self, address):
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1", "") or host.startswith("/")):
+    if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1", "") or host.startswith(("/", "\0"))):
         raise RuntimeError(f"tests are offline: refused connection to {address!r}")
     return _real_connect(self, address)
 

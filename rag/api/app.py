@@ -20,13 +20,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
-from rag.api import documents, extras, openai
+from starlette.concurrency import run_in_threadpool
+
+from rag.api import admission, documents, extras, openai
+from rag.api.admission import CLIENT_GONE, Admission
 from rag.api.auth import KeyStore, Principal, RateLimiter
 from rag.api.deps import ApiState, answer_json, hit_json, prepare_ask, principal, sse, state
 from rag.api.jobs import JobManager
 from rag.api.metrics import Metrics
 from rag.config import Settings
 from rag.errors import RagError
+
+
+SEARCH_SLOTS, SEARCH_QUEUE = 2, 32  # a search embeds one query (tens of ms): more run at once
 
 
 class AskRequest(BaseModel):
@@ -70,7 +76,9 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
         keys.bootstrap_admin(settings.admin_key.get_secret_value())
     if settings.warm_models:
         svc.warm()  # lazy first use from two request threads at once would race
-    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(), metrics)
+    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(), metrics,
+                    Admission(settings.answer_slots, settings.answer_queue, settings.answer_wait_s),
+                    Admission(SEARCH_SLOTS, SEARCH_QUEUE, settings.answer_wait_s, "searches"))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -94,8 +102,8 @@ def create_app(settings: Settings) -> FastAPI:
         # One mapping for the whole API; the nested "error" object is what OpenAI clients read.
         status = exc.http_status
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        if status == 429:
-            headers["Retry-After"] = "1"
+        if getattr(exc, "retry_after", None):  # 429 rate limit, 503 at capacity
+            headers["Retry-After"] = str(exc.retry_after)
         body = {"detail": str(exc), "error": {"message": str(exc), "type": type(exc).__name__, "code": status}}
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -118,15 +126,19 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(m.render(), media_type=m.content_type)
 
     @app.post("/v1/ask", tags=["ask"])
-    def ask(body: AskRequest, request: Request, stream: bool = False, who: Principal = Depends(principal)):
+    async def ask(body: AskRequest, request: Request, stream: bool = False, who: Principal = Depends(principal)):
         """Answer a question from one collection. With `?stream=true` (or `"stream": true`) the
-        reply is server-sent events: `token` events, then one `answer` event."""
+        reply is server-sent events: `token` events, then one `answer` event. At capacity:
+        503 with Retry-After."""
         st = state(request)
-        q = prepare_ask(st, who, body.question, body.collection)
+        q = await run_in_threadpool(prepare_ask, st, who, body.question, body.collection)
+        ticket = st.answers.enter()
         if stream or body.stream:
-            return StreamingResponse(stream_answer(st, q, body.collection), media_type="text/event-stream",
+            return StreamingResponse(ticket.guard(stream_answer(st, q, body.collection)), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        answer = st.svc.ask(q, body.collection)
+        answer = await admission.run(request, ticket, st.svc.ask_stream(q, body.collection))
+        if answer is None:
+            return Response(status_code=CLIENT_GONE)
         st.metrics.observe_answer(body.collection, answer)
         return answer_json(answer, body.collection)
 
@@ -135,7 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Passages only: the retriever's ranking without generation."""
         st = state(request)
         who.require(body.collection, "read")
-        hits = st.svc.search(body.question, body.collection, body.k or None)
+        with st.searches.enter():
+            hits = st.svc.search(body.question, body.collection, body.k or None)
         return {"collection": body.collection, "hits": [hit_json(h) for h in hits]}
 
     @app.get("/v1/collections", tags=["documents"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -33,6 +34,10 @@ WILDCARD = "*"  # a right on every collection, present and future
 
 class RateLimitError(RagError, RuntimeError):
     http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ApiKeyRow(Base):
@@ -159,5 +164,5 @@ class RateLimiter:
                 self._buckets[who] = (tokens, now)
                 wait = (1.0 - tokens) / self.rate
                 raise RateLimitError(f"rate limit of {int(self.capacity)} requests a minute exceeded for "
-                                     f"key {who!r}; retry in {wait:.1f}s")
+                                     f"key {who!r}; retry in {wait:.1f}s", retry_after=math.ceil(wait))
             self._buckets[who] = (tokens - 1.0, now)

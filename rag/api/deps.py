@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from rag.api.admission import Admission
 from rag.api.auth import ANONYMOUS_ADMIN, KeyStore, Principal, RateLimiter
 from rag.api.jobs import JobManager
 from rag.api.metrics import Metrics
@@ -25,6 +26,8 @@ class ApiState:
     limiter: RateLimiter
     jobs: JobManager
     metrics: Metrics
+    answers: Admission  # ask, chat completions: the decoder's work
+    searches: Admission  # search: the query embedder's
 
 
 def state(request: Request) -> ApiState:

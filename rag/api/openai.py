@@ -19,9 +19,11 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.api import admission
 from rag.api.deps import answer_json, display_source, prepare_ask, principal, state
 from rag.api.auth import Principal
 from rag.errors import InputError, RagError
@@ -108,14 +110,17 @@ def stream_completion(st, question: str, collection: str, cid: str, created: int
 
 
 @router.post("/v1/chat/completions")
-def chat_completions(body: ChatRequest, request: Request, who: Principal = Depends(principal)):
+async def chat_completions(body: ChatRequest, request: Request, who: Principal = Depends(principal)):
     st = state(request)
-    q = prepare_ask(st, who, last_question(body.messages), body.model)
+    q = await run_in_threadpool(prepare_ask, st, who, last_question(body.messages), body.model)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    ticket = st.answers.enter()  # 503 with Retry-After at capacity (rag.api.admission)
     if body.stream:
-        return StreamingResponse(stream_completion(st, q, body.model, cid, created), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    answer = st.svc.ask(q, body.model)
+        return StreamingResponse(ticket.guard(stream_completion(st, q, body.model, cid, created)),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    answer = await admission.run(request, ticket, st.svc.ask_stream(q, body.model))
+    if answer is None:
+        return Response(status_code=admission.CLIENT_GONE)
     st.metrics.observe_answer(body.model, answer)
     return completion(answer, body.model, cid, created)
 
