@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,15 +134,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"rag serve exited: {server.stderr.read().decode()[-2000:]}")
             time.sleep(0.5)
         start_mb = rss_mb(server.pid)
+        samples, stop = [], threading.Event()
+
+        def sample() -> None:  # the server's resident memory every 5 s: growth shows as a slope
+            while not stop.wait(5):
+                samples.append(round(rss_mb(server.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         t0 = time.monotonic()
         log, _, uploads = asyncio.run(drive(url, args.clients, args.duration, args.timeout, mix))
         elapsed = time.monotonic() - t0
+        stop.set()
         end_mb = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(30)
     result = {"clients": args.clients, "duration_s": args.duration, "client_timeout_s": args.timeout, "mix": mix,
-              "endpoints": summary(log, args.duration), "server_rss_mb": {"start": round(start_mb), "end": round(end_mb)},
+              "endpoints": summary(log, args.duration), "server_rss_mb": {"start": round(start_mb), "end": round(end_mb), "max": max(samples, default=0),
+                                "every_5s": samples},
               "wall_s": round(elapsed, 1), **uploads}
     bad = [e for e in log if isinstance(e["status"], int) and e["status"] >= 500 and e["status"] != 503]
     bare = [e for e in log if e["status"] == 503 and not e["retry_after"]]

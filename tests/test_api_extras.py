@@ -45,7 +45,7 @@ def test_eval_job(api, tmp_path):
              ("files", ("qa.jsonl", "\n".join(json.dumps(x) for x in qa).encode(), "application/json"))]
     assert client.post("/v1/evals", files=files, data={"mode": "qa"},
                        headers=bearer(keys["alpha_writer"])).status_code == 403
-    assert client.post("/v1/evals", files=files, data={"mode": "nope"}, headers=bearer(ADMIN)).status_code == 400
+    assert client.post("/v1/evals", files=files, data={"mode": "nope"}, headers=bearer(ADMIN)).status_code == 422
     r = client.post("/v1/evals", files=files, data={"mode": "qa"}, headers=bearer(ADMIN))
     assert r.status_code == 202, r.text
     eval_id, job = r.json()["eval_id"], r.json()["job"]

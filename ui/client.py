@@ -34,6 +34,9 @@ class Api:
                 detail = r.json().get("detail", r.text)
             except ValueError:
                 detail = r.text
+            if isinstance(detail, list):  # 422: the schema's validation, one entry per field
+                detail = "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}"
+                                   if isinstance(e, dict) else str(e) for e in detail)
             raise ApiError(r.status_code, detail if isinstance(detail, str) else json.dumps(detail))
         return r
 

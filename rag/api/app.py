@@ -14,18 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from starlette.concurrency import run_in_threadpool
 
 from rag.api import admission, documents, extras, openai
 from rag.api.admission import CLIENT_GONE, Admission
 from rag.api.auth import KeyStore, Principal, RateLimiter
-from rag.api.deps import ApiState, answer_json, hit_json, prepare_ask, principal, sse, state
+from rag.api.deps import (COLLECTION_PATTERN, SSE, ApiState, ErrorBody, answer_json, errors, hit_json, prepare_ask, principal,
+                          sse, state)
 from rag.api.jobs import JobManager
 from rag.api.metrics import Metrics
 from rag.config import Settings
@@ -35,21 +38,29 @@ from rag.errors import RagError
 SEARCH_SLOTS, SEARCH_QUEUE = 2, 32  # a search embeds one query (tens of ms): more run at once
 
 
+QUESTION = Field(min_length=1, pattern=r"\S", description="the question, up to RAG_MAX_QUESTION_CHARS characters")
+
+
 class AskRequest(BaseModel):
-    question: str = Field(description="the question, up to RAG_MAX_QUESTION_CHARS characters")
-    collection: str = "default"
+    model_config = ConfigDict(strict=True)  # JSON types as the schema states them: "stream": 0 is refused
+    question: str = QUESTION
+    collection: str = Field(default="default", pattern=COLLECTION_PATTERN, max_length=64)
     stream: bool = False
 
 
 class SearchRequest(BaseModel):
-    question: str
-    collection: str = "default"
+    model_config = ConfigDict(strict=True)
+    question: str = QUESTION
+    collection: str = Field(default="default", pattern=COLLECTION_PATTERN, max_length=64)
     k: int = Field(default=0, ge=0, le=50, description="passages to return (0: RAG_TOP_K)")
 
 
 class KeyRequest(BaseModel):
-    name: str
-    rights: dict[str, str] = Field(default_factory=dict, description='{"collection": "read"|"write", "*": ...}')
+    model_config = ConfigDict(strict=True)
+    name: str = Field(min_length=1, max_length=100)
+    rights: dict[Annotated[str, Field(pattern=f"^\\*$|{COLLECTION_PATTERN}", max_length=64)], Literal["read", "write"]] = \
+        Field(default_factory=dict, description='{"collection": "read"|"write", "*": ...}',
+              json_schema_extra={"additionalProperties": False})  # a key that is no collection name is refused
     admin: bool = False
 
 
@@ -65,6 +76,31 @@ def stream_answer(st: ApiState, question: str, collection: str) -> Iterator[str]
                 yield sse("answer", {"type": "answer", "answer": answer_json(item, collection)})
     except RagError as e:
         yield sse("error", {"type": "error", "status": e.http_status, "detail": str(e)})
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route of this path accepts (the Allow header of a 405)."""
+    from starlette.routing import Match
+
+    methods = set()
+    for route in app.router.routes:
+        if route.matches({**scope, "method": "GET"})[0] != Match.NONE or \
+                route.matches({**scope, "method": "POST"})[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def document_limits(app: FastAPI, settings: Settings) -> None:
+    """Limits that are settings go into the OpenAPI schema with this app's values."""
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for model in ("AskRequest", "SearchRequest"):
+                schema["components"]["schemas"][model]["properties"]["question"]["maxLength"] = settings.max_question_chars
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def build_state(settings: Settings, metrics: Metrics) -> ApiState:
@@ -92,9 +128,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     # FastAPIOffline: FastAPI with the Swagger UI and ReDoc assets served from the installed
     # package instead of a CDN, so /docs and /redoc work with no network.
-    app = FastAPIOffline(title="rag-offline", version="0.1.0", lifespan=lifespan,
+    app = FastAPIOffline(title="rag-offline", version="0.1.0", lifespan=lifespan, responses=errors(400, 401, 403, 404, 429),
                   description="Offline question answering over your documents, with citations and honest "
                               "abstention. Authenticate with `Authorization: Bearer <key>`.")
+    document_limits(app, settings)
     app.middleware("http")(metrics.middleware())
 
     @app.exception_handler(RagError)
@@ -106,6 +143,15 @@ def create_app(settings: Settings) -> FastAPI:
             headers["Retry-After"] = str(exc.retry_after)
         body = {"detail": str(exc), "error": {"message": str(exc), "type": type(exc).__name__, "code": status}}
         return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        detail = str(exc.detail)  # the shape of every other error (ErrorBody)
+        return JSONResponse({"detail": detail, "error": {"message": detail, "type": "HTTPError", "code": exc.status_code}},
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -125,7 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
         m = state(request).metrics
         return Response(m.render(), media_type=m.content_type)
 
-    @app.post("/v1/ask", tags=["ask"])
+    @app.post("/v1/ask", tags=["ask"], responses={**SSE, **errors(503)})
     async def ask(body: AskRequest, request: Request, stream: bool = False, who: Principal = Depends(principal)):
         """Answer a question from one collection. With `?stream=true` (or `"stream": true`) the
         reply is server-sent events: `token` events, then one `answer` event. At capacity:
@@ -142,7 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
         st.metrics.observe_answer(body.collection, answer)
         return answer_json(answer, body.collection)
 
-    @app.post("/v1/search", tags=["ask"])
+    @app.post("/v1/search", tags=["ask"], responses=errors(503))
     def search(body: SearchRequest, request: Request, who: Principal = Depends(principal)):
         """Passages only: the retriever's ranking without generation."""
         st = state(request)
@@ -159,7 +205,8 @@ def create_app(settings: Settings) -> FastAPI:
                                  "right": who.right(c.name)} for c in rows if who.can(c.name)],
                 "rights": who.rights, "admin": who.admin, "key": who.name}
 
-    @app.post("/v1/keys", tags=["keys"], status_code=201)
+    @app.post("/v1/keys", tags=["keys"], status_code=201,
+              responses={409: {"model": ErrorBody, "description": "a key of that name exists"}})
     def create_key(body: KeyRequest, request: Request, who: Principal = Depends(principal)):
         """Admin only. The key is shown once; only its hash is stored."""
         who.require_admin()

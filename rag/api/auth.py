@@ -32,6 +32,10 @@ Right = Literal["read", "write"]
 WILDCARD = "*"  # a right on every collection, present and future
 
 
+class ConflictError(RagError, ValueError):
+    http_status = 409
+
+
 class RateLimitError(RagError, RuntimeError):
     http_status = 429
 
@@ -118,7 +122,7 @@ class KeyStore:
         key = "rag_" + secrets.token_urlsafe(32)
         with self.store.transaction() as s:
             if s.scalar(select(ApiKeyRow.id).where(ApiKeyRow.name == name)) is not None:
-                raise InputError(f"a key named {name!r} exists; revoke it first or choose another name")
+                raise ConflictError(f"a key named {name!r} exists; revoke it first or choose another name")
             s.add(ApiKeyRow(name=name, key_hash=hash_key(key), admin=admin, rights=rights))
         return key
 

@@ -8,14 +8,58 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from fastapi import Depends, Request
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from rag.api.admission import Admission
 from rag.api.auth import ANONYMOUS_ADMIN, KeyStore, Principal, RateLimiter
 from rag.api.jobs import JobManager
 from rag.api.metrics import Metrics
 from rag.types import Answer, Hit
+
+
+# -- the contract every route shares (OpenAPI), so clients generated from the schema work ---------
+# Names as the code checks them (rag.store.collection.check_name; rag.api.documents.safe_target).
+# No look-ahead (pydantic's regex engine has none): "no '..'" is "a dot only before another
+# character"; the lengths are max_length beside them.
+COLLECTION_PATTERN = r"^\w(?:[\w\-]|\.[\w\-])*\.?$"  # up to 64
+FILE_NAME_PATTERN = r"^[\w\-()+, ](?:[\w\-()+, ]|\.[\w\-()+, ])*\.?$"  # up to 200, no leading dot
+Collection = Annotated[str, Path(pattern=COLLECTION_PATTERN, max_length=64, description="a collection name")]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    """Every error: `detail` for people, `error` as OpenAI clients read it."""
+    detail: str
+    error: ErrorDetail
+
+
+_STATUS = {400: "bad input: the message says what to change", 401: "missing or invalid API key",
+           403: "the key has no right on this collection (or is not an admin)", 404: "not found",
+           413: "too large (RAG_MAX_UPLOAD_MB, RAG_MAX_UPLOAD_FILES)", 415: "file type not supported",
+           429: "rate limit of the key exceeded (RAG_RATE_LIMIT_PER_MINUTE)",
+           503: "at capacity (RAG_ANSWER_SLOTS, RAG_ANSWER_QUEUE) or a model is unavailable"}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI `responses` for these error statuses (429 and 503 with Retry-After)."""
+    return {c: {"model": ErrorBody, "description": _STATUS[c], **({"headers": _RETRY_AFTER} if c in (429, 503) else {})}
+            for c in codes}
+
+
+SSE = {200: {"content": {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string", "description": "JSON, or [DONE]"}}}}},
+    "description": "JSON, or server-sent events when streaming"}}
 
 
 @dataclass

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from rag.api.deps import display_source, principal, state
+from rag.api.deps import COLLECTION_PATTERN, FILE_NAME_PATTERN, Collection, display_source, errors, principal, state
 from rag.api.jobs import ingest_work
 from rag.api.auth import Principal
 from rag.store.collection import check_name
@@ -26,7 +27,7 @@ from rag.errors import ForbiddenError, InputError, NotFoundError
 
 router = APIRouter(tags=["documents"])
 
-_SAFE_NAME = re.compile(r"^[\w\-. ()+,]{1,200}$")  # \w is Unicode: Korean names are fine
+_SAFE_NAME = re.compile(FILE_NAME_PATTERN)  # \w is Unicode: Korean names are fine; the schema says the same
 
 
 class PayloadTooLargeError(InputError):
@@ -42,14 +43,20 @@ def upload_dir(settings, collection: str) -> Path:
 
 
 def safe_target(folder: Path, name: str) -> Path:
-    if (not name or "/" in name or "\\" in name or ".." in name or name.startswith(".")
-            or not _SAFE_NAME.match(name)):
+    if not name or len(name) > 200 or not _SAFE_NAME.match(name):  # no separator, "..", leading dot
         raise InputError(f"file name {name!r} is not allowed: use a plain name (letters, digits, "
                          f"spaces, '-', '_', '.') without folders")
     target = (folder / name).resolve()
     if not target.is_relative_to(folder):
         raise InputError(f"file name {name!r} would leave the upload folder")
     return target
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
 
 
 def allowed_suffixes() -> set[str]:
@@ -93,7 +100,7 @@ def doc_json(d, chars: bool = True) -> dict:
 
 
 @router.get("/v1/collections/{collection}/documents")
-def list_documents(collection: str, request: Request, who: Principal = Depends(principal)):
+def list_documents(collection: Collection, request: Request, who: Principal = Depends(principal)):
     who.require(collection, "read")
     return {"collection": collection, "documents": [doc_json(d) for d in state(request).svc.store.documents(collection)]}
 
@@ -109,14 +116,14 @@ def find_one(svc, collection: str, doc_id: str):
 
 
 @router.get("/v1/collections/{collection}/documents/{doc_id}")
-def get_document(collection: str, doc_id: str, request: Request, who: Principal = Depends(principal)):
+def get_document(collection: Collection, doc_id: str, request: Request, who: Principal = Depends(principal)):
     who.require(collection, "read")
     d = find_one(state(request).svc, collection, doc_id)
     return {**doc_json(d), "text": d.text, "meta": d.meta}
 
 
 @router.delete("/v1/collections/{collection}/documents/{doc_id}")
-def delete_document(collection: str, doc_id: str, request: Request, who: Principal = Depends(principal)):
+def delete_document(collection: Collection, doc_id: str, request: Request, who: Principal = Depends(principal)):
     from ingest.build import delete_documents
 
     who.require(collection, "write")
@@ -131,8 +138,8 @@ def delete_document(collection: str, doc_id: str, request: Request, who: Princip
     return {"collection": collection, "deleted": removed}
 
 
-@router.post("/v1/collections/{collection}/documents", status_code=202)
-def upload_documents(collection: str, request: Request, files: list[UploadFile] = File(...),
+@router.post("/v1/collections/{collection}/documents", status_code=202, responses=errors(413, 415))
+def upload_documents(collection: Collection, request: Request, files: list[UploadFile] = File(...),
                      who: Principal = Depends(principal)):
     """Upload one or more files and start an ingest job for them (poll GET /v1/jobs/{id})."""
     who.require(collection, "write")
@@ -154,8 +161,9 @@ def upload_documents(collection: str, request: Request, files: list[UploadFile] 
 
 
 class IngestRequest(BaseModel):
-    collection: str = "default"
-    paths: list[str] = Field(default_factory=list, description="file names in the collection's upload folder "
+    model_config = ConfigDict(strict=True)
+    collection: str = Field(default="default", pattern=COLLECTION_PATTERN, max_length=64)
+    paths: list[Annotated[str, Field(pattern=f"^/.+|{FILE_NAME_PATTERN}", max_length=4096)]] = Field(default_factory=list, description="file names in the collection's upload folder "
                              "(empty: all of it); an admin may also give server paths")
 
 
@@ -173,14 +181,17 @@ def ingest(body: IngestRequest, request: Request, who: Principal = Depends(princ
         for name in body.paths:
             p = Path(name)
             if who.admin and p.is_absolute():
-                files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+                try:
+                    files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+                except OSError as e:  # a name too long, a folder it may not read
+                    raise NotFoundError(f"cannot read {name[:200]!r}: {e.strerror}") from None
             else:
                 files.append(safe_target(folder, name))
-    missing = [str(p) for p in files if not p.exists()]
+    missing = [str(p)[:200] for p in files if not _exists(p)]
     if missing:
         raise NotFoundError(f"not found: {', '.join(missing[:5])}")
     if not files:
-        raise InputError(f"nothing to ingest: upload files to collection {body.collection!r} first")
+        raise NotFoundError(f"nothing to ingest: upload files to collection {body.collection!r} first")
     job = st.jobs.submit("ingest", body.collection, who.name, ingest_work(st.svc, files, body.collection),
                          total=len(files))
     return {"job": job.to_dict()}

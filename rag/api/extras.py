@@ -16,11 +16,13 @@ import importlib
 import json
 import uuid
 from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from rag.api.deps import display_source, principal, state
+from rag.api.deps import FILE_NAME_PATTERN, Collection, ErrorBody, display_source, errors, principal, state
 from rag.api.documents import safe_target, save_upload
 from rag.api.auth import Principal
 from rag.errors import InputError, NotFoundError, RagError
@@ -40,7 +42,7 @@ def load_graph(svc, collection: str):
 
 
 @router.get("/v1/collections/{collection}/graph", tags=["graph"])
-def graph(collection: str, request: Request, entity: str = "", hops: int = 1, limit: int = 40,
+def graph(collection: Collection, request: Request, entity: str = "", hops: int = 1, limit: int = 40,
           who: Principal = Depends(principal)):
     """Without `entity`: statistics and the best-connected entities. With it: the
     neighbourhood up to `hops` (1-2) hops, at most `limit` nodes, best supported first."""
@@ -75,7 +77,7 @@ def graph(collection: str, request: Request, entity: str = "", hops: int = 1, li
 
 
 @router.get("/v1/collections/{collection}/chunks/{chunk_id}", tags=["documents"])
-def get_chunk(collection: str, chunk_id: int, request: Request, who: Principal = Depends(principal)):
+def get_chunk(collection: Collection, chunk_id: int, request: Request, who: Principal = Depends(principal)):
     """One passage, only if it belongs to this collection (a chunk id is not a capability)."""
     who.require(collection, "read")
     found = state(request).svc.store.chunks(collection, [chunk_id])
@@ -98,15 +100,17 @@ def count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-@router.post("/v1/evals", tags=["evaluation"], status_code=202)
-def start_eval(request: Request, files: list[UploadFile] = File(...), mode: str = Form("qa"),
-               limit: int | None = Form(None), retrieval_only: bool = Form(False),
+EvalId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$", description="as POST /v1/evals returned it")]
+
+
+@router.post("/v1/evals", tags=["evaluation"], status_code=202,
+             responses={**errors(413), 501: {"model": ErrorBody, "description": "mode not in this build"}})
+def start_eval(request: Request, files: list[UploadFile] = File(...), mode: Literal[EVAL_MODES] = Form("qa"),
+               limit: int | None = Form(None, ge=1), retrieval_only: bool = Form(False),
                who: Principal = Depends(principal)):
     """Upload the evaluation files (qa: corpus.jsonl and qa.jsonl; see `rag eval --help`) and
     start `rag eval MODE` on them as a job."""
     who.require_admin()
-    if mode not in EVAL_MODES:
-        raise InputError(f"mode {mode!r}: choose one of {', '.join(EVAL_MODES)}")
     try:
         module = importlib.import_module(f"evals.{mode}")
     except ImportError as e:
@@ -143,7 +147,7 @@ def start_eval(request: Request, files: list[UploadFile] = File(...), mode: str 
 
 
 @router.get("/v1/evals/{eval_id}", tags=["evaluation"])
-def get_eval(eval_id: str, request: Request, who: Principal = Depends(principal)):
+def get_eval(eval_id: EvalId, request: Request, who: Principal = Depends(principal)):
     """Metrics (once written) and the report files of an evaluation."""
     who.require_admin()
     safe_target(Path("/"), eval_id)
@@ -156,7 +160,7 @@ def get_eval(eval_id: str, request: Request, who: Principal = Depends(principal)
 
 
 @router.get("/v1/evals/{eval_id}/files/{name}", tags=["evaluation"])
-def eval_file(eval_id: str, name: str, request: Request, who: Principal = Depends(principal)):
+def eval_file(eval_id: EvalId, name: Annotated[str, PathParam(pattern=FILE_NAME_PATTERN, max_length=200)], request: Request, who: Principal = Depends(principal)):
     who.require_admin()
     safe_target(Path("/"), eval_id)
     _data, out = eval_dirs(state(request).settings, eval_id)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
@@ -24,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.api import admission
-from rag.api.deps import answer_json, display_source, prepare_ask, principal, state
+from rag.api.deps import COLLECTION_PATTERN, SSE, answer_json, display_source, errors, prepare_ask, principal, state
 from rag.api.auth import Principal
 from rag.errors import InputError, RagError
 from rag.types import Answer
@@ -32,16 +31,33 @@ from rag.types import Answer
 router = APIRouter(tags=["openai"])
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
+
+
+# The schema's way of saying "some user message has text" (the question; the API takes the last
+# such message), so that every request the schema allows is one the API answers.
+_TEXT = {"type": "string", "pattern": r"\S"}
+_A_QUESTION = {"type": "object", "required": ["role", "content"], "properties": {
+    "role": {"const": "user"},
+    "content": {"anyOf": [_TEXT, {"type": "array", "contains": {
+        "type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": _TEXT}}}]}}}
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, top_p, ... are accepted and ignored (greedy decoding)
-    model: str = Field(description="the collection to answer from")
-    messages: list[ChatMessage]
+    # temperature, top_p, ... are accepted and ignored (greedy decoding); strict: "stream": 0 is not a bool
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: str = Field(description="the collection to answer from", pattern=COLLECTION_PATTERN, max_length=64)
+    messages: list[ChatMessage] = Field(min_length=1, description="the last user message with text is the question",
+                                        json_schema_extra={"contains": _A_QUESTION})
     stream: bool = False
 
 
@@ -49,9 +65,12 @@ def last_question(messages: list[ChatMessage]) -> str:
     for m in reversed(messages):
         if m.role == "user":
             if isinstance(m.content, list):  # content parts: keep the text ones
-                return " ".join(p.get("text", "") for p in m.content if p.get("type") == "text")
-            return m.content or ""
-    raise InputError("no user message: the last user message is the question")
+                text = " ".join(p.text or "" for p in m.content if p.type == "text" and p.text)
+            else:
+                text = m.content or ""
+            if text.strip():
+                return text
+    raise InputError("no user message with text: the last user message with text is the question")
 
 
 def sources_text(answer: Answer) -> str:
@@ -109,7 +128,7 @@ def stream_completion(st, question: str, collection: str, cid: str, created: int
     yield "data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses={**SSE, **errors(503)})
 async def chat_completions(body: ChatRequest, request: Request, who: Principal = Depends(principal)):
     st = state(request)
     q = await run_in_threadpool(prepare_ask, st, who, last_question(body.messages), body.model)
