@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.errors import RagError
 
 # Modules that add subcommands of their own: each has `register(subparsers)`.
-EXTENSIONS: tuple[str, ...] = ("rag.cli.db", "rag.cli.graph", "rag.train.cli", "rag.train.finetune", "ui.launch")
+EXTENSIONS: tuple[str, ...] = ("rag.cli.db", "rag.cli.graph", "rag.cli.backup", "rag.train.cli", "rag.train.finetune", "ui.launch")
 
 
 def _service(args):
