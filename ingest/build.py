@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rag.store.collection import NewDocument, apply_changes, check_name, collect
 from rag.config import Settings
 from rag.models.embed import Embedder
 from rag.store.graph import extraction
-from rag.errors import InputError, NotFoundError
+from rag.errors import InputError, NotFoundError, StorageFullError
 from rag.store.metadata import DocumentRow, Store
 from rag.text import tokenize
 from rag.types import Document
@@ -116,13 +117,36 @@ def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: li
             notify("indexing", len(texts), len(texts))
             from ingest.extract import extract
 
-            with extraction(extract if settings.graph else None):
+            with extraction(extract if settings.graph else None), storage_full(settings):
                 col = apply_changes(store, settings.data_dir, collection, embedder.name, embedder.dim, items,
                                     replace, run_stats={"documents": len(items), "chunks": len(texts)},
                                     before_commit=before_commit)
             report.index_version = col.index_version
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextmanager
+def storage_full(settings: Settings):
+    """A disk that fills up while the new version is written or committed: the commit is
+    rolled back (the previous version stays), and the error says so and where space is short.
+    SQLite's write-ahead log keeps the rolled-back pages' space until the database's
+    connections close (the process ends)."""
+    import errno
+    import shutil
+
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except (OSError, OperationalError) as e:
+        full = getattr(e, "errno", None) == errno.ENOSPC or "disk is full" in str(e) or "No space left" in str(e)
+        if not full:
+            raise
+        free = shutil.disk_usage(settings.data_dir).free / 1e6
+        raise StorageFullError(f"the disk of {settings.data_dir} filled up ({free:.1f} MB free now): nothing was "
+                               "committed, the collection is as it was; free space or move RAG_DATA_DIR, "
+                               "then ingest again") from None
 
 
 def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progress: bool,

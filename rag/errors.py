@@ -60,3 +60,9 @@ class OverloadedError(RagError, RuntimeError):
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageFullError(RagError, OSError):
+    """The data folder's disk filled up during a change; nothing was committed."""
+
+    http_status = 507

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import re
@@ -63,35 +62,53 @@ def sample_service(service):
     return service
 
 
+class PgServer:
+    """A throwaway PostgreSQL server (Debian's server binaries) on loopback, as user rag with
+    trust auth; `url` has no database name. Not under pytest's tmp folder: its parents are
+    private to root, and the server can't run as root."""
+
+    def __init__(self):
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        self.bindir = os.path.dirname(found[-1])
+        self.root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
+        self.data, sock = self.root / "data", self.root / "sock"
+        sock.mkdir()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(sock, "postgres")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "rag", "--no-sync")
+        self.pg_ctl("start")
+        self.url = f"postgresql+psycopg://rag@127.0.0.1:{port}"
+
+    def _run(self, *cmd):
+        subprocess.run(self.as_user + list(cmd), check=True, capture_output=True, text=True)
+
+    def pg_ctl(self, action: str, *extra: str) -> None:
+        self._run(f"{self.bindir}/pg_ctl", "-D", str(self.data), "-w", "-l", str(self.root / "log"),
+                  "-o", self.options, action, *extra)
+
+    def close(self) -> None:
+        subprocess.run(self.as_user + [f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    """One throwaway PostgreSQL server for the whole run (Debian's server binaries), on loopback.
-    Yields its URL without a database name; `pg_url` gives each test module its own database."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    bindir = os.path.dirname(found[-1])
-    # not under pytest's tmp folder: its parents are private to root, and the server can't run as root
-    root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
-    run(as_user + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "rag", "--no-sync"])
-    run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-                   f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+    """One throwaway PostgreSQL server for the whole run; yields its URL without a database
+    name; `pg_url` gives each test module its own database."""
+    server = PgServer()
     try:
-        yield f"postgresql+psycopg://rag@127.0.0.1:{port}"
+        yield server.url
     finally:
-        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,67 @@ def test_two_ingests_into_one_collection_at_once_both_land(tmp_path):
     assert len(fresh.store.documents("shared")) == 60
     consistent(fresh, "shared")
     assert fresh.store.get_collection("shared").index_version >= 2  # two commits, one after the other
+
+
+@pytest.mark.postgres
+def test_postgres_restarted_under_a_running_api_is_reconnected(tmp_path):
+    """The database goes away and comes back; the API, never restarted, answers again (its
+    pool checks a connection before use and replaces the dead ones)."""
+    from api_helpers import ADMIN, bearer, make_app
+    from conftest import PgServer
+    from sqlalchemy import create_engine, text
+
+    server = PgServer()
+    try:
+        engine = create_engine(f"{server.url}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.execute(text('CREATE DATABASE "faults"'))
+        engine.dispose()
+        client = make_app(tmp_path, database_url=f"{server.url}/faults", rate_limit_per_minute=1000)
+        try:
+            svc = client.app.state.rag.svc
+            ingest_paths(svc.settings, svc.store, svc.embedder(), [SAMPLE], "default", progress=False)
+            ask = {"question": "How tall is the Harbor Point Lighthouse?"}
+            assert client.post("/v1/ask", json=ask, headers=bearer(ADMIN)).status_code == 200
+            server.pg_ctl("stop", "-m", "fast")
+            down = client.post("/v1/search", json=ask, headers=bearer(ADMIN))
+            assert down.status_code == 503 and down.headers["Retry-After"]  # retryable, with the usual shape
+            assert down.json()["error"]["type"] == "DatabaseUnavailable"
+            server.pg_ctl("start")
+            for path in ("/v1/ask", "/v1/search"):
+                r = client.post(path, json=ask, headers=bearer(ADMIN))
+                assert r.status_code == 200, r.text
+            assert client.get("/v1/collections", headers=bearer(ADMIN)).json()["collections"]
+        finally:
+            client.__exit__(None, None, None)
+    finally:
+        server.close()
+
+
+def test_a_disk_that_fills_up_during_an_ingest_keeps_the_previous_state(tmp_path):
+    """A data folder on a 3 MB file system (tmpfs; needs the right to mount, else skipped):
+    a file too large for it fails with an error that says so, the collection keeps its
+    previous version and no half-written one, and the service still answers."""
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small file system here (needs root or CAP_SYS_ADMIN)")
+    try:
+        settings = Settings(data_dir=mnt / "var", backend="fake")
+        svc = RagService(settings)
+        ingest_paths(settings, svc.store, svc.embedder(), [SAMPLE], "default", progress=False)
+        before = consistent(svc, "default")
+        big = tmp_path / "big.txt"
+        big.write_text(" ".join(f"harbour{i} beacon{i * 7} pier{i * 13}" for i in range(150_000)), encoding="utf-8")
+        from rag.errors import StorageFullError
+
+        with pytest.raises(StorageFullError, match="nothing was committed"):
+            ingest_paths(settings, svc.store, svc.embedder(), [big], "default", progress=False)
+        assert consistent(svc, "default") == before and svc.search("lighthouse", "default", 2)  # still serving
+        after = RagService(settings)  # and a fresh service on the folder sees the previous version
+        assert consistent(after, "default") == before
+        assert after.search("lighthouse", "default", 2)
+        assert [p.name for p in (mnt / "var" / "collections" / "default").glob("v*")] == ["v000001"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

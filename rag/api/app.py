@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # FastAPIOffline: FastAPI with the Swagger UI and ReDoc assets served from the installed
     # package instead of a CDN, so /docs and /redoc work with no network.
-    app = FastAPIOffline(title="rag-offline", version="0.1.0", lifespan=lifespan, responses=errors(400, 401, 403, 404, 429),
+    app = FastAPIOffline(title="rag-offline", version="0.1.0", lifespan=lifespan, responses=errors(400, 401, 403, 404, 429, 503),
                   description="Offline question answering over your documents, with citations and honest "
                               "abstention. Authenticate with `Authorization: Bearer <key>`.")
     document_limits(app, settings)
@@ -152,6 +153,14 @@ def create_app(settings: Settings) -> FastAPI:
         detail = str(exc.detail)  # the shape of every other error (ErrorBody)
         return JSONResponse({"detail": detail, "error": {"message": detail, "type": "HTTPError", "code": exc.status_code}},
                             status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError):
+        # The database is unreachable (restarting, network): a retryable outage, not a bug. The
+        # engine's pool checks connections before use, so requests succeed again once it is back.
+        msg = "the database is unavailable; retry shortly"
+        return JSONResponse({"detail": msg, "error": {"message": msg, "type": "DatabaseUnavailable", "code": 503}},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
