@@ -70,6 +70,7 @@ def test_api_killed_mid_ingest_leaves_one_whole_version_and_keeps_uploads(tmp_pa
     r = httpx.post(f"http://127.0.0.1:{port}/v1/collections/alpha/documents", files=files,
                    headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     assert r.status_code == 202
+    job = r.json()["job"]["id"]
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)  # whatever the job was doing
     proc.wait()
@@ -86,6 +87,12 @@ def test_api_killed_mid_ingest_leaves_one_whole_version_and_keeps_uploads(tmp_pa
         hits = httpx.post(f"http://127.0.0.1:{port}/v1/search", json={"question": "lighthouse", "collection": "alpha"},
                           headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
         assert hits.status_code == 200 and hits.json()["hits"]
+        # the job record survived: done if it committed, else failed and saying why
+        record = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{job}", headers={"Authorization": f"Bearer {KEY}"}).json()
+        if n > before:
+            assert record["status"] in ("done", "failed")  # killed after the commit, maybe before the record
+        else:
+            assert record["status"] == "failed" and "stopped while this job" in record["errors"][-1]["reason"]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -113,7 +113,7 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
         keys.bootstrap_admin(settings.admin_key.get_secret_value())
     if settings.warm_models:
         svc.warm()  # lazy first use from two request threads at once would race
-    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(), metrics,
+    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(svc.store), metrics,
                     Admission(settings.answer_slots, settings.answer_queue, settings.answer_wait_s),
                     Admission(SEARCH_SLOTS, SEARCH_QUEUE, settings.answer_wait_s, "searches"))
 

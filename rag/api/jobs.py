@@ -1,8 +1,10 @@
 """Background jobs for the REST API: ingest and batch evaluation, with progress.
 
 One worker thread per app: ingest and evaluation are CPU-bound and the machine has few
-cores, so jobs run one after another rather than fighting for them. Job state lives in
-memory (a restarted API forgets finished jobs; the data they wrote is committed).
+cores, so jobs run one after another rather than fighting for them. Each job is also a row
+of the metadata database, written when it is queued, starts and ends (live progress stays in
+memory): a restarted API still reports finished jobs, and marks the ones it was running or
+had queued when it stopped as failed, saying so.
 
 An ingest job is one atomic commit (ingest.build.ingest_paths); its progress callback
 moves stage, done/total and the ETA while files load and chunks embed."""
@@ -19,7 +21,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import JSON, Float, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
 from rag.errors import InputError, NotFoundError, RagError
+from rag.store.metadata import Base, Store
+
+INTERRUPTED = ("the API stopped while this job was queued or running. An ingest commits all of its files "
+               "or none, so the collection holds all of them or none (GET /v1/collections/{name}/documents "
+               "says which); the uploaded files are still in its upload folder: POST /v1/ingest runs them again")
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    collection: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    stage: Mapped[str] = mapped_column(String(200))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors: Mapped[list] = mapped_column(JSON, default=list)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 @dataclass
@@ -56,22 +82,44 @@ class Job:
                 "eta_s": None if eta is None else round(eta, 1), "errors": self.errors, "result": self.result}
 
 
+_FIELDS = ("kind", "collection", "owner", "status", "stage", "done", "total", "started_at", "finished_at",
+           "errors", "result")
+
+
 class JobManager:
-    def __init__(self):
+    def __init__(self, store: Store | None = None):
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-job")
+        self.store = store  # None: memory only (tests of the job mechanics)
+        if store is not None:
+            Base.metadata.create_all(store.engine, tables=[JobRow.__table__])
+            with store.transaction() as s:  # jobs of a process that stopped: they will never finish
+                for row in s.scalars(select(JobRow).where(JobRow.status.in_(("queued", "running")))):
+                    row.status, row.stage, row.finished_at = "failed", "interrupted", time.time()
+                    row.errors = [*row.errors, {"path": "", "reason": INTERRUPTED}]
+
+    def _save(self, job: Job) -> None:
+        if self.store is None:
+            return
+        with self.store.transaction() as s:
+            row = s.get(JobRow, job.id) or JobRow(id=job.id)
+            for name in _FIELDS:
+                setattr(row, name, getattr(job, name))
+            s.merge(row)
 
     def submit(self, kind: str, collection: str, owner: str, work: Callable[[Job], None], total: int = 0) -> Job:
         job = Job(uuid.uuid4().hex[:16], kind, collection, owner, total=total)
         with self._lock:
             self._jobs[job.id] = job
+        self._save(job)
         self._pool.submit(self._run, job, work)
         return job
 
     def _run(self, job: Job, work: Callable[[Job], None]) -> None:
         job.status, job.stage, job.started_at = "running", "starting", time.time()
         try:
+            self._save(job)
             work(job)
             job.status, job.stage = "done", "done"
         except RagError as e:
@@ -84,12 +132,21 @@ class JobManager:
         finally:
             job.progress_fn = None
             job.finished_at = time.time()
+            try:
+                self._save(job)
+            except Exception:  # noqa: BLE001 - the database may be down; the job's state is still served from memory
+                traceback.print_exc()
 
     def get(self, job_id: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)
+        if job is None and self.store is not None:  # a job of an earlier run of the API
+            with self.store.transaction() as s:
+                row = s.get(JobRow, job_id)
+                if row is not None:
+                    job = Job(row.id, **{name: getattr(row, name) for name in _FIELDS})
         if job is None:
-            raise NotFoundError(f"no job {job_id!r} (jobs are kept in memory until the API restarts)")
+            raise NotFoundError(f"no job {job_id!r}")
         return job
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:

@@ -52,6 +52,7 @@ def _sha256(folder: Path) -> dict[str, str]:
 def _metadata():
     """Every table the product defines (the API's keys live beside the store's rows)."""
     import rag.api.auth  # noqa: F401 - registers api_keys on the shared metadata
+    import rag.api.jobs  # noqa: F401 - and the job records
     import rag.sql.registry  # noqa: F401 - registers the database registry
     from rag.store.metadata import Base
 
