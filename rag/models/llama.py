@@ -34,7 +34,45 @@ from rag.models.weights import decoder_gguf
 
 N_CTX = 8192  # prompts are four passages (~700 tokens), SQL schemas a few thousand
 N_BATCH = 512
+# The weights type served: None keeps the GGUF as shipped; "q4_0" re-quantizes it once at
+# preparation (llama.cpp's Q4_0 runs on repacked AVX-512/AVX2 kernels: docs/results.md).
+QUANT = os.environ.get("RAG_DECODER_QUANT") or None
+_FTYPES = {"q4_0": 2, "q8_0": 7}  # llama_ftype values
 INSTALL_HINT = "pip install llama-cpp-python==0.3.36 (make setup builds it from source when no wheel fits)"
+
+
+_QUIET = None
+
+
+def _quiet_logs(L) -> None:
+    """llama.cpp's log lines off (they would flood the server's output)."""
+    global _QUIET
+    if _QUIET is None:
+        _QUIET = L.llama_log_callback(lambda level, text, data: None)  # kept: C holds the pointer
+        L.llama_log_set(_QUIET, ctypes.c_void_p(0))
+
+
+def served_gguf(decoder: str, cache_dir: Path, quant: str | None = None) -> Path:
+    """The GGUF the decoder serves: as shipped, or re-quantized once to `quant` (default QUANT)
+    and cached beside it (rag.models.prepared: keyed by the shipped file's sha256, atomic)."""
+    quant = quant or QUANT
+    shipped = decoder_gguf(decoder, cache_dir)
+    if quant is None:
+        return shipped
+    if quant not in _FTYPES:
+        raise ModelError(f"unknown decoder quantization {quant!r}; choose one of {sorted(_FTYPES)}")
+    from rag.models.prepared import prepared
+
+    def build(path: Path) -> None:
+        import llama_cpp as L
+
+        _quiet_logs(L)
+        params = L.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = _FTYPES[quant], True, os.cpu_count() or 1
+        if L.llama_model_quantize(str(shipped).encode(), str(path).encode(), ctypes.byref(params)) != 0:
+            raise ModelError(f"llama.cpp could not re-quantize {shipped.name} to {quant}")
+
+    return prepared(decoder, shipped, build, cache_dir, f"{quant}.gguf")
 
 
 def _ggml():
@@ -72,10 +110,9 @@ class LlamaCppGenerator:
             import llama_cpp as L
         except ImportError as e:
             raise ModelError(f"the decoder runtime llama-cpp-python is not installed: {INSTALL_HINT}") from e
-        gguf = decoder_gguf(self.decoder, self.cache_dir)
+        gguf = served_gguf(self.decoder, self.cache_dir)
         self._L, self._g = L, _ggml()
-        self._quiet = L.llama_log_callback(lambda level, text, data: None)  # kept: C holds the pointer
-        L.llama_log_set(self._quiet, ctypes.c_void_p(0))
+        _quiet_logs(L)
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.use_mmap = True

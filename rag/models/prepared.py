@@ -31,6 +31,12 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _stamp(path: Path) -> list[int]:
+    """Size and modification time: unchanged files are not hashed again on every start."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _manifest_ok(target: Path, source_sha: str) -> str:
     """'' when target is a complete build from this source; else why it is not."""
     manifest = target.with_name(target.name + ".json")
@@ -42,16 +48,36 @@ def _manifest_ok(target: Path, source_sha: str) -> str:
         return "its manifest is unreadable"
     if m.get("source_sha256") != source_sha:
         return "it was built from other weights"
+    if m.get("stamp") == _stamp(target):
+        return ""
     if target.stat().st_size != m.get("size") or sha256_file(target) != m.get("sha256"):
         return "it is truncated or altered"
     return ""
+
+
+def _source_sha(source: Path, cache_dir: Path, name: str) -> str:
+    """The source's sha256, remembered beside the cache by its stamp (a 500 MB GGUF takes a
+    second to hash)."""
+    memo = cache_dir / f".sha256-{name}.json"
+    try:
+        m = json.loads(memo.read_text())
+        if m["path"] == str(source) and m["stamp"] == _stamp(source):
+            return m["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    sha = sha256_file(source)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"path": str(source), "stamp": _stamp(source), "sha256": sha}))
+    tmp.replace(memo)
+    return sha
 
 
 def prepared(name: str, source: Path, build: Callable[[Path], None], cache_dir: Path, kind: str) -> Path:
     """The file `<name>-<source sha256[:16]>-<kind>` in cache_dir (kind names the variant and
     ends with its extension: "int8.onnx", "merged.safetensors"), built by build(path) unless a
     valid one is cached."""
-    source_sha = sha256_file(source)
+    source_sha = _source_sha(source, cache_dir, f"{name}-{kind}")
     target = cache_dir / f"{name}-{source_sha[:16]}-{kind}"
     if not _manifest_ok(target, source_sha):
         return target
@@ -68,6 +94,7 @@ def prepared(name: str, source: Path, build: Callable[[Path], None], cache_dir: 
             manifest = {"source": source.name, "source_sha256": source_sha, "kind": kind,
                         "size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
             tmp.replace(target)  # the file first, then the manifest that vouches for it
+            manifest["stamp"] = _stamp(target)
             tmp_manifest.write_text(json.dumps(manifest, indent=1))
             tmp_manifest.replace(target.with_name(target.name + ".json"))
         finally:
