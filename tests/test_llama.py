@@ -71,3 +71,19 @@ def test_korean_streams_whole_characters(decoders):
     out = llama.generate(messages, 24)
     assert "1,947" in out.text and "\ufffd" not in out.text
     assert out.prompt_tokens == len(llama.encode(messages)) and out.new_tokens > 0
+
+
+def test_q4_0_is_prepared_once_and_reads_close_to_the_shipped_weights(decoders):
+    """RAG_DECODER_QUANT=q4_0: the GGUF re-quantized once (the second call finds it), states
+    close to the shipped weights' (not equal: why it is not the default, docs/results.md), the
+    same answer on a plain question."""
+    from rag.models.llama import LlamaCppGenerator, served_gguf
+
+    llama, _ = decoders
+    s = Settings()
+    path = served_gguf(s.decoder, s.models_path, "q4_0")
+    assert path.name.endswith("-q4_0.gguf") and served_gguf(s.decoder, s.models_path, "q4_0") == path
+    q4 = LlamaCppGenerator(s.decoder, s.models_path, 2, "q4_0")
+    messages = build_messages("When was the light automated?", hits(PASSAGE))
+    assert 0.97 < cosine(q4.states(messages, "", [14])[14], llama.states(messages, "", [14])[14]) < 0.9999
+    assert "1962" in q4.generate(messages, 24).text

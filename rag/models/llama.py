@@ -34,10 +34,7 @@ from rag.models.weights import decoder_gguf
 
 N_CTX = 8192  # prompts are four passages (~700 tokens), SQL schemas a few thousand
 N_BATCH = 512
-# The weights type served: None keeps the GGUF as shipped; "q4_0" re-quantizes it once at
-# preparation (llama.cpp's Q4_0 runs on repacked AVX-512/AVX2 kernels: docs/results.md).
-QUANT = os.environ.get("RAG_DECODER_QUANT") or None
-_FTYPES = {"q4_0": 2, "q8_0": 7}  # llama_ftype values
+_FTYPES = {"q4_0": 2}  # Settings.decoder_quant -> llama_ftype (Q4_0 runs on repacked AVX-512/AVX2 kernels)
 INSTALL_HINT = "pip install llama-cpp-python==0.3.36 (make setup builds it from source when no wheel fits)"
 
 
@@ -52,12 +49,12 @@ def _quiet_logs(L) -> None:
         L.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
 
-def served_gguf(decoder: str, cache_dir: Path, quant: str | None = None) -> Path:
-    """The GGUF the decoder serves: as shipped, or re-quantized once to `quant` (default QUANT)
-    and cached beside it (rag.models.prepared: keyed by the shipped file's sha256, atomic)."""
-    quant = quant or QUANT
+def served_gguf(decoder: str, cache_dir: Path, quant: str = "shipped") -> Path:
+    """The GGUF the decoder serves: as shipped, or re-quantized once to `quant`
+    (Settings.decoder_quant) and cached beside it (rag.models.prepared: keyed by the shipped
+    file's sha256, atomic)."""
     shipped = decoder_gguf(decoder, cache_dir)
-    if quant is None:
+    if quant == "shipped":
         return shipped
     if quant not in _FTYPES:
         raise ModelError(f"unknown decoder quantization {quant!r}; choose one of {sorted(_FTYPES)}")
@@ -91,8 +88,9 @@ def _ggml():
 class LlamaCppGenerator:
     """A packaged decoder run by llama.cpp; the Generator protocol of rag.models.decoder."""
 
-    def __init__(self, decoder: str, cache_dir: Path, threads: int = 0):
+    def __init__(self, decoder: str, cache_dir: Path, threads: int = 0, quant: str = "shipped"):
         self.decoder = decoder
+        self.quant = quant
         self.cache_dir = cache_dir
         self.threads = threads or os.cpu_count() or 1
         self.name = decoder  # the probes are keyed by it: the states are the transformers path's
@@ -110,7 +108,7 @@ class LlamaCppGenerator:
             import llama_cpp as L
         except ImportError as e:
             raise ModelError(f"the decoder runtime llama-cpp-python is not installed: {INSTALL_HINT}") from e
-        gguf = served_gguf(self.decoder, self.cache_dir)
+        gguf = served_gguf(self.decoder, self.cache_dir, self.quant)
         self._L, self._g = L, _ggml()
         _quiet_logs(L)
         L.llama_backend_init()
@@ -282,9 +280,9 @@ class LlamaCppGenerator:
 
 
 def serving_generator(decoder: str, cache_dir: Path, adapter: Path | None = None, threads: int = 0,
-                      dtype: str = "auto") -> Generator:
+                      dtype: str = "auto", quant: str = "shipped") -> Generator:
     """The decoder as the service runs it: llama.cpp; with a LoRA adapter, transformers (adapters
     are trained and merged there; they do not reach the GGUF yet)."""
     if adapter is not None:
         return HFGenerator(decoder, cache_dir, adapter, threads, dtype)
-    return LlamaCppGenerator(decoder, cache_dir, threads)
+    return LlamaCppGenerator(decoder, cache_dir, threads, quant)
