@@ -41,9 +41,13 @@ class E5Embedder:
     dim = 384
     MAX_TOKENS = 512  # the model's positions
 
-    def __init__(self, threads: int = 0, batch: int = 32, cache_dir: Path | None = None):
+    # 16 texts a run: on the AVX-512 EPYC (2 threads, 256 chunks) 39.7 English and 14.0 Korean
+    # chunks/s, against 34.6 and 11.9 at 32 and 30.4 and 9.4 at 64 (smaller runs stay in cache).
+    BATCH = 16
+
+    def __init__(self, threads: int = 0, batch: int | None = None, cache_dir: Path | None = None):
         self.threads = threads
-        self.batch = batch
+        self.batch = batch or self.BATCH
         self.cache_dir = cache_dir
         self._session = None
         self._tok = None
@@ -143,14 +147,15 @@ class HashEmbedder:
         return _normalise(self._one(text))
 
 
-def make_embedder(name: str, threads: int = 0, batch: int = 32, cache_dir: Path | None = None) -> Embedder:
-    """cache_dir: where prepared model files live (Settings.models_path)."""
+def make_embedder(name: str, threads: int = 0, batch: int | None = None, cache_dir: Path | None = None) -> Embedder:
+    """cache_dir: where prepared model files live (Settings.models_path); batch: each
+    embedder's own default when None."""
     from rag.errors import ConfigError
 
     if name == "e5":
         return E5Embedder(threads, batch, cache_dir)
     if name == "minilm":
-        return MiniLMEmbedder(threads, batch)
+        return MiniLMEmbedder(threads, batch or 32)
     if name == "hash":
         return HashEmbedder()
     raise ConfigError(f"unknown embedder {name!r}; choose e5, minilm or hash")
