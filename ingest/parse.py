@@ -39,7 +39,6 @@ def _start() -> subprocess.Popen:
     if _worker is None or _worker.poll() is not None:
         _worker = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL)
-        atexit.register(_stop)
     return _worker
 
 
@@ -49,6 +48,9 @@ def _stop() -> None:
         _worker.kill()
         _worker.wait()
         _worker = None
+
+
+atexit.register(_stop)  # the worker never outlives the process that started it
 
 
 def parse(kind: str, path: str) -> tuple[str, str]:

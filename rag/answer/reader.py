@@ -90,9 +90,7 @@ def base_model(dropout: float | None = None, base: str = "minilm"):
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from rag.models.weights import minilm_dir
-
-    from transformers.utils import logging as hf_logging
+    from rag.models.weights import load_quietly, minilm_dir
 
     torch.manual_seed(0)
     extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
@@ -100,14 +98,7 @@ def base_model(dropout: float | None = None, base: str = "minilm"):
         from rag.models import e5_encoder
 
         return e5_encoder.model("qa", **extra)
-    # Quiet load: its report calls the span head "newly initialized", which at inference is
-    # misleading (our trained tensors replace it right after).
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra)
-    finally:
-        hf_logging.set_verbosity(level)
+    return load_quietly(lambda: AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra))
 
 
 MAX_QUESTION_TOKENS = 96  # longer questions are cut so that every window keeps room for passage

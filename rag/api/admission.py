@@ -100,9 +100,7 @@ class Ticket:
             with self:
                 yield from items
         finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()
+            _close(items)
 
 
 async def run(request: Request, ticket: Ticket, items: Iterator):
@@ -121,7 +119,12 @@ async def run(request: Request, ticket: Ticket, items: Iterator):
                 return last
             last = item
     finally:
-        close = getattr(items, "close", None)
-        if close:
-            await run_in_threadpool(close)
+        await run_in_threadpool(_close, items)
         ticket.release()
+
+
+def _close(items: Iterator) -> None:
+    """Stop a generator where it stands (its finally blocks run: the decoder lets go)."""
+    close = getattr(items, "close", None)
+    if close:
+        close()

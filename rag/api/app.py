@@ -79,6 +79,12 @@ def stream_answer(st: ApiState, question: str, collection: str) -> Iterator[str]
         yield sse("error", {"type": "error", "status": e.http_status, "detail": str(e)})
 
 
+def error_response(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    """Every error the API returns (ErrorBody): `detail` for people, `error` as OpenAI clients read it."""
+    return JSONResponse({"detail": message, "error": {"message": message, "type": kind, "code": status}},
+                        status_code=status, headers=headers)
+
+
 def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
     """Every method some route of this path accepts (the Allow header of a 405)."""
     from starlette.routing import Match
@@ -142,32 +148,27 @@ def create_app(settings: Settings) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if getattr(exc, "retry_after", None):  # 429 rate limit, 503 at capacity
             headers["Retry-After"] = str(exc.retry_after)
-        body = {"detail": str(exc), "error": {"message": str(exc), "type": type(exc).__name__, "code": status}}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return error_response(status, str(exc), type(exc).__name__, headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
-        detail = str(exc.detail)  # the shape of every other error (ErrorBody)
-        return JSONResponse({"detail": detail, "error": {"message": detail, "type": "HTTPError", "code": exc.status_code}},
-                            status_code=exc.status_code, headers=headers)
+        return error_response(exc.status_code, str(exc.detail), "HTTPError", headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError):
         # The database is unreachable (restarting, network): a retryable outage, not a bug. The
         # engine's pool checks connections before use, so requests succeed again once it is back.
-        msg = "the database is unavailable; retry shortly"
-        return JSONResponse({"detail": msg, "error": {"message": msg, "type": "DatabaseUnavailable", "code": 503}},
-                            status_code=503, headers={"Retry-After": "5"})
+        return error_response(503, "the database is unavailable; retry shortly", "DatabaseUnavailable",
+                              {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         # A bug, not a user error: same JSON shape, no internals beyond the type; the traceback goes to the log.
-        msg = f"internal error ({type(exc).__name__}); the API log has the details"
-        return JSONResponse({"detail": msg, "error": {"message": msg, "type": "InternalError", "code": 500}},
-                            status_code=500)
+        return error_response(500, f"internal error ({type(exc).__name__}); the API log has the details",
+                              "InternalError")
 
     @app.get("/healthz", tags=["service"])
     def healthz(request: Request):
@@ -180,7 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
         m = state(request).metrics
         return Response(m.render(), media_type=m.content_type)
 
-    @app.post("/v1/ask", tags=["ask"], responses={**SSE, **errors(503)})
+    @app.post("/v1/ask", tags=["ask"], responses=SSE)
     async def ask(body: AskRequest, request: Request, stream: bool = False, who: Principal = Depends(principal)):
         """Answer a question from one collection. With `?stream=true` (or `"stream": true`) the
         reply is server-sent events: `token` events, then one `answer` event. At capacity:
@@ -197,7 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
         st.metrics.observe_answer(body.collection, answer)
         return answer_json(answer, body.collection)
 
-    @app.post("/v1/search", tags=["ask"], responses=errors(503))
+    @app.post("/v1/search", tags=["ask"])
     def search(body: SearchRequest, request: Request, who: Principal = Depends(principal)):
         """Passages only: the retriever's ranking without generation."""
         st = state(request)

@@ -102,11 +102,8 @@ class JobManager:
     def _save(self, job: Job) -> None:
         if self.store is None:
             return
-        with self.store.transaction() as s:
-            row = s.get(JobRow, job.id) or JobRow(id=job.id)
-            for name in _FIELDS:
-                setattr(row, name, getattr(job, name))
-            s.merge(row)
+        with self.store.transaction() as s:  # insert or update by id
+            s.merge(JobRow(id=job.id, **{name: getattr(job, name) for name in _FIELDS}))
 
     def submit(self, kind: str, collection: str, owner: str, work: Callable[[Job], None], total: int = 0) -> Job:
         job = Job(uuid.uuid4().hex[:16], kind, collection, owner, total=total)

