@@ -29,13 +29,11 @@ NON_EMBEDDING_PARAMS = {"minilm": 10.6e6, "e5": 21.3e6}
 
 
 def cpu_description() -> str:
-    """The CPU's model name and the instruction sets the kernels choose by (Linux /proc/cpuinfo)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    """The CPU's model name and the instruction sets the kernels choose by."""
+    from rag.models.weights import cpu_info
+
+    name, flags = cpu_info()
+    name = name or platform.processor() or "unknown CPU"
     sets = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
                                       ("avx512_vnni", "AVX512-VNNI"), ("amx_bf16", "AMX")) if flag in flags]
     return f"{name} ({', '.join(sets) or 'no AVX2'})"

