@@ -9,6 +9,7 @@ grounding check and the answer ladder (answered / caveat / abstained) -> Answer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,8 @@ class RagService:
         self.indexes = IndexCache(settings.data_dir)
         self._embedders: dict[str, Embedder] = {}
         self._generator: Generator | None = None
-        self._lazy: dict[str, object] = {}  # reranker, verifier, probe, reader: built on first use (None = off)
+        self._lazy: dict[str, object] = {}  # reranker, verifier, probe, readers: built on first use (None = off)
+        self._building = threading.RLock()  # a component built from another (the verifier from the decoder)
 
     # -- components (lazy) -----------------------------------------------------------------
     def embedder(self, name: str | None = None) -> Embedder:
@@ -76,7 +78,9 @@ class RagService:
 
     def _component(self, name: str, build):
         if name not in self._lazy:
-            self._lazy[name] = build()
+            with self._building:  # two first requests at once build it once
+                if name not in self._lazy:
+                    self._lazy[name] = build()
         return self._lazy[name]
 
     @property
@@ -107,6 +111,14 @@ class RagService:
         return self._component("confidence", lambda: None if self.settings.backend == "fake" else load_confidence())
 
     @property
+    def korean_confidence(self):
+        """The answer-confidence model for Korean answers (fitted on Korean train answers), or None."""
+        from rag.answer.confidence import KOREAN_PATH, load_confidence
+
+        return self._component("korean_confidence", lambda: None if self.settings.backend == "fake"
+                               else load_confidence(KOREAN_PATH))
+
+    @property
     def reader(self):
         """The extractive reader (rag.answer.reader) that reads English questions first, or None."""
         def build():
@@ -117,6 +129,30 @@ class RagService:
             return Reader(threads=self.settings.threads, dtype=self.settings.dtype)
 
         return self._component("reader", build)
+
+    @property
+    def korean_reader(self):
+        """The Korean reader (e5 trained on KorQuAD), or None when it is not shipped. warm() does
+        not load it: it holds about 670 MB, which a service that is never asked in Korean should
+        not pay; the first Korean question loads it (a few seconds, once; Reader.load locks)."""
+        def build():
+            from rag.answer.reader import WEIGHTS, Reader, korean_path
+
+            if self.settings.backend == "fake" or not (korean_path() / WEIGHTS).exists():
+                return None
+            return Reader(korean_path(), threads=self.settings.threads, dtype=self.settings.dtype, members=(WEIGHTS,))
+
+        return self._component("korean_reader", build)
+
+    def reader_for(self, question: str):
+        """The reader that reads this question first: the Korean one for Korean questions."""
+        return self.korean_reader if is_korean(question) else self.reader
+
+    def confidence_for(self, question: str):
+        """The confidence model that grades this question's answers, or None (the bar of sufficiency)."""
+        if self.reader_for(question) is None:
+            return None
+        return self.korean_confidence if is_korean(question) else self.confidence
 
     def warm(self) -> None:
         """Load every model now (the API's lifespan): lazy first use from two request threads
@@ -179,9 +215,9 @@ class RagService:
                          trace=trace)
             return
         t1 = time.perf_counter()
-        span = self.read(question, hits, trace)  # English: the extractive reader's span, when it is sure
+        span = self.read(question, hits, trace)  # the extractive reader's span, when it is sure
         if span is not None:
-            model, raw = self.reader.name, span.cited
+            model, raw = self.reader_for(question).name, span.cited
             timings["ttft_s"] = time.perf_counter() - t1
             yield raw
         else:
@@ -201,9 +237,9 @@ class RagService:
         ranked = self.rank(question, collection, max(self.settings.top_k, RANKED), route)
         trace: dict = {"retrieved": [h.chunk.id for h in ranked],
                        "retrieved_sources": [h.chunk.source for h in ranked], **route}
-        reader_first = self.reader is not None and not is_korean(question)
+        reader_first = self.reader_for(question) is not None
         trace["abstain_threshold"], trace["caveat_threshold"] = threshold_for(
-            self.settings, self.store, collection, self.answerability, reader_first, self.confidence)
+            self.settings, self.store, collection, self.answerability, reader_first, self.confidence_for(question))
         return ranked[: self.settings.top_k], trace
 
     def read(self, question: str, hits: list[Hit], trace: dict):
@@ -214,12 +250,13 @@ class RagService:
         margins and go on to the decoder (docs/results.md). A span whose sentence (one either
         side) lacks a name or number of the question goes to the decoder too (SQuAD 2.0's
         entity swaps); for a question the graph router called multi-hop, a name in another
-        passage read counts as found. Korean questions skip it (MiniLM cannot read Hangul)."""
-        if self.reader is None or is_korean(question):
+        passage read counts as found. Korean questions have their own reader (reader_for)."""
+        reader = self.reader_for(question)
+        if reader is None:
             return None
         from rag.retrieve.graph import routed
 
-        r = self.reader.reading(question, [h.chunk.text for h in hits], routed(trace))
+        r = reader.reading(question, [h.chunk.text for h in hits], routed(trace))
         if r.span is None:
             return None
         trace["reader"] = {"span": r.span.text, "passage": r.span.passage + 1, "margin": round(r.span.margin, 4),
@@ -258,10 +295,11 @@ class RagService:
                 text = f"{strip_markers(text)} [{cites[0].marker}]"
         answer = Answer(question, text, cites, tuple(hits), False, model, timings, trace=trace)
         t = time.perf_counter()
-        reader_path = self.reader is not None and model == self.reader.name
+        reader = self.reader_for(question)
+        reader_path = reader is not None and model == reader.name
         # The reader's spans have their own bar for the judge (fitted with the reader).
-        judge_threshold = self.reader.judge_threshold if reader_path else None
-        confidence = self.confidence if self.reader is not None and not is_korean(question) else None
+        judge_threshold = reader.judge_threshold if reader_path else None
+        confidence = self.confidence_for(question)
         answer = ground(answer, self.verifier, self.settings.verify, trace.get("abstain_threshold", DEFAULT_THRESHOLD),
                         judge_threshold, trace.get("caveat_threshold"), confidence, reader_path)
         timings["verify_s"] = time.perf_counter() - t

@@ -64,3 +64,18 @@ def korean_sentence_spans(text: str) -> list[tuple[int, int]]:
     """Sentence boundaries of Korean text, as character offsets, from kiwi's splitter
     (it knows endings such as -다, -요, -죠 that carry no punctuation)."""
     return [(s.start, s.end) for s in kiwi().split_into_sents(text)]
+
+
+def without_particles(span: str) -> str:
+    """A Korean answer span without the particles and copula endings that close it ("경주는"
+    -> "경주", "1995년에" -> "1995년", "수도였다" -> "수도"): the reader's SentencePiece pieces
+    join a noun's last syllable and its particle ("년에" is one piece), so a span cannot end
+    between them. The answer a person wants, and KorQuAD's gold, is the bare phrase."""
+    if not has_hangul(span):
+        return span
+    tokens = kiwi().tokenize(span)
+    end = len(tokens)
+    while end > 1 and tokens[end - 1].tag.startswith(("J", "E", "VCP")):
+        end -= 1
+    cut = tokens[end].start if end < len(tokens) else len(span)
+    return span[:cut].rstrip() or span

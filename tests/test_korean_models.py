@@ -10,7 +10,7 @@ from ingest.build import ingest_paths
 from tests.conftest import REPO
 
 KO = REPO / "tests" / "data" / "ko"
-QUESTIONS = [json.loads(line) for line in open(KO / "qa.jsonl", encoding="utf-8")]
+QUESTIONS = [q for line in open(KO / "qa.jsonl", encoding="utf-8") if (q := json.loads(line))["answerable"]]
 
 
 def service_with(tmp_path, embedder):
@@ -49,3 +49,18 @@ def test_korean_question_answered_in_korean(tmp_path):
     assert a.citations and a.citations[0].source == "ko-kimchi"
     b = svc.ask("신라의 수도였던 도시는 어디인가?", "ko")
     assert not b.abstained and "경주" in b.text and is_korean(b.text)
+
+
+@pytest.mark.slow
+def test_shipped_korean_reader_cites_spans_and_prefers_no_answer_elsewhere():
+    from rag.answer import reader as rd
+
+    reader = rd.Reader(rd.korean_path(), threads=1, members=(rd.WEIGHTS,))
+    passages = [json.loads(line)["text"] for line in open(KO / "corpus.jsonl", encoding="utf-8")]
+    found = 0
+    for q in QUESTIONS:
+        best = reader.reading(q["question"], passages)
+        found += best.span is not None and any(a in best.span.text for a in q["answers"]) and best.answerability >= 0.5
+    assert found >= 7, found  # the answer span itself, not a sentence around it
+    r = reader.reading("신라의 수도였던 도시는 어디인가?", passages)
+    assert r.span.text == "경주" and r.span.cited == "경주 [3]"

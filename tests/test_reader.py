@@ -69,6 +69,38 @@ def test_training_split_keeps_whole_articles_out_and_labels_spans():
     assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
 
 
+@pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
+def test_korquad_examples_locate_every_answer():
+    train, held = tr.split_articles(TRAIN, holdout=12, folder="korquad")
+    assert len(held) == 12 and not train & held
+    rows = tr.examples(TRAIN, set(sorted(held)[:2]), answer_removed=True, folder="korquad")
+    answered = [r for r in rows if r["start"] >= 0]
+    assert answered and len(answered) < len(rows)  # other paragraphs and answer-removed ones say "no answer"
+    assert all(r["context"][r["start"]:r["start"] + len(r["answer"])] == r["answer"] for r in answered)
+
+
+@pytest.mark.skipif(not TRAIN.exists(), reason="needs ../shared/data/train")
+def test_held_out_folder_makes_questions_unanswerable_by_withholding_their_paragraph(tmp_path):
+    _, held = tr.split_articles(TRAIN, holdout=12, folder="korquad")
+    out = tr.held_out_folder(TRAIN, "korquad", held, tmp_path, per_article=30)
+    corpus = {d["doc_id"]: d for d in read_jsonl(out / "corpus.jsonl")}
+    qa = list(read_jsonl(out / "qa.jsonl"))
+    assert {d["title"] for d in corpus.values()} == held
+    unanswerable = [q for q in qa if not q["answerable"]]
+    assert 0.1 < len(unanswerable) / len(qa) < 0.5 and all(not q["answers"] for q in unanswerable)
+    for q in qa:
+        text = " ".join(d["text"] for d in corpus.values() if d["title"] == q["title"]).lower()
+        if q["answerable"]:
+            assert q["doc_id"] in corpus and any(a.lower() in corpus[q["doc_id"]]["text"].lower() for a in q["answers"])
+        else:
+            assert q["doc_id"] not in corpus
+            source = next(x for x in read_jsonl(TRAIN / "korquad" / "qa.jsonl") if x["qid"] == q["qid"])
+            assert not any(a.lower() in text for a in source["answers"])  # the answer is nowhere in the article's rest
+    assert max(sum(q["title"] == t for q in qa) for t in held) <= 30
+    assert tr.held_out_folder(TRAIN, "korquad", held, tmp_path / "again", per_article=30).joinpath(
+        "qa.jsonl").read_text() == (out / "qa.jsonl").read_text()  # the same folder on every run
+
+
 class _StubReader(rd.Reader):
     """Stands in for rag.answer.reader.Reader's model: finds `name` where a passage holds it, with a
     fixed margin (the gate, Reader.reading, is the real one)."""
@@ -121,10 +153,21 @@ def test_the_readers_spans_are_judged_at_the_threshold_fitted_with_the_reader(sa
     assert d.model != rd.Reader.name and d.trace["judge_threshold"] == THRESHOLD
 
 
-def test_korean_questions_skip_the_reader(sample_service):
-    stub = _with_reader(sample_service, 4.0)
+def test_korean_questions_go_to_the_korean_reader(sample_service):
+    english = _with_reader(sample_service, 4.0)
+    sample_service._lazy["korean_reader"] = korean = _StubReader(4.0, name="1,947미터")
+    korean.name = rd.model_name("e5")
     k = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
-    assert stub.calls == 0 and "1,947미터" in k.text and "reader" not in k.trace
+    assert english.calls == 0 and korean.calls == 1
+    assert k.model == korean.name and k.text.startswith("1,947미터 [") and k.citations[0].source.endswith("jeju.txt")
+    assert k.trace["reader"]["span"] == "1,947미터"
+
+
+def test_without_a_korean_reader_korean_questions_go_to_the_decoder(sample_service):
+    english = _with_reader(sample_service, 4.0)
+    sample_service._lazy["korean_reader"] = None
+    k = sample_service.ask("한라산의 높이는 얼마인가요?", "default")
+    assert english.calls == 0 and "1,947미터" in k.text and "reader" not in k.trace
 
 
 @pytest.mark.skipif(not (rd.trained_path() / rd.WEIGHTS).exists(), reason="no shipped reader weights")
@@ -273,3 +316,22 @@ def test_the_shipped_reader_reads_the_same_spans_in_float32_and_bfloat16():
         assert all(p.dtype == getattr(torch, dtype) for m in reader.load() for p in m.parameters())
         found[dtype] = [(s.passage, s.text, round(s.margin)) for s in reader.read(question, [TEA, LIGHTHOUSE])]
     assert found["float32"] == found["bfloat16"] and "Margaret Ellison" in found["float32"][0][1]
+
+
+def test_korean_spans_end_before_their_particles():
+    from rag.text import without_particles
+
+    assert [without_particles(s) for s in ("경주는", "2013년에", "수도였다", "1,947미터의")] == \
+        ["경주", "2013년", "수도", "1,947미터"]
+    # what has no particle, and English, is left as it is
+    assert without_particles("고춧가루, 마늘, 젓갈") == "고춧가루, 마늘, 젓갈" and without_particles("Warsaw's") == "Warsaw's"
+    passage = "경주는 약 천 년 동안 신라의 수도였다."
+    seq, offsets = [None, 0, None, 1, 1], [(0, 0), (0, 2), (0, 0), (0, 3), (3, 10)]
+
+    class Enc(dict):
+        def sequence_ids(self, w):
+            return seq
+
+    enc = Enc(offset_mapping=[offsets], overflow_to_sample_mapping=[0])
+    span = rd.spans(enc, np.array([[0, 0, 0, 5.0, 0]]), np.array([[0, 0, 0, 5.0, 0]]), [passage])[0]
+    assert (span.text, span.start, span.end) == ("경주", 0, 2)

@@ -12,10 +12,12 @@ questions, labelled right (F1 >= 0.5 against gold) or wrong (including any answe
 unanswerable question), with folds grouped by article (rag.train.confidence). Its bars are
 fitted the same way: `answer`, the lowest P(right) above which answers were right at least
 TARGET_PRECISION of the time; `caveat`, the lowest P(right) below `answer` above which they were
-still right at least CAVEAT_PRECISION of the time: shown, marked low confidence.
+still right at least CAVEAT_PRECISION of the time, and not below CAVEAT_PRECISION itself (an
+answer the model calls more likely wrong than right is not shown): shown, marked low confidence.
 
-Korean questions have no reader span and no Korean train answers behind this model yet, so
-they keep the decoder's probe and its bar (rag.answer.abstain)."""
+Korean answers have a model of their own (KOREAN_PATH), the same signals fitted on the
+pipeline's answers to held-out KorQuAD train articles (`rag train confidence --lang ko`);
+without it they keep the decoder's probe and its bar (rag.answer.abstain)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from rag.metrics import RIGHT_F1, f1_score, f1_single
 from rag.models.weights import TRAINED_DIR
 
 PATH = TRAINED_DIR / "confidence.json"
+KOREAN_PATH = TRAINED_DIR / "confidence-ko.json"
 TARGET_PRECISION = 0.85  # a confident answer is right at least this often (on train folds)
 CAVEAT_PRECISION = 0.5  # a low-confidence answer is shown when it is more often right than wrong
 FEATURES = ("reader_path", "reader_p_on_reader_path", "reader_p_on_decoder_path", "probe", "agree_x_reader_p",
@@ -72,7 +75,8 @@ def load_confidence(path: Path = PATH) -> Confidence | None:
     d = json.loads(path.read_text())
     if tuple(d["features"]) != FEATURES:  # fitted on other signals: refit (rag train confidence)
         return None
-    return Confidence(tuple(d["weights"]), d["bias"], d["answer"], d["caveat"], fit=d.get("fit", {}))
+    # the name keys thresholds `rag calibrate` stores: one model's are not reused for another's
+    return Confidence(tuple(d["weights"]), d["bias"], d["answer"], d["caveat"], name=path.stem, fit=d.get("fit", {}))
 
 
 def candidate(record: dict) -> str | None:

@@ -6,9 +6,10 @@ half the time, and its own state separates answerable from unanswerable contexts
 moderately (AUROC ~0.75). A reader trained for exactly SQuAD 2.0's task (pick a span, or the
 [CLS] "no answer" slot) reads the question and passage jointly in both directions: it gives
 the answer span and, from its no-answer logit, the answerability margin the gate needs.
-English only (MiniLM's tokenizer shreds Hangul); Korean questions keep the decoder's answer.
-`rag train reader --base e5` fine-tunes the packaged multilingual-e5-small instead
-(rag.models.e5_encoder); a reader records its base in training.json.
+MiniLM's tokenizer shreds Hangul, so Korean questions have a reader of their own
+(korean_path): the packaged multilingual-e5-small (rag.models.e5_encoder) fine-tuned first on
+SQuAD 2.0 train, then on KorQuAD train articles (`rag train reader --lang ko`); a reader
+records its base in training.json.
 
 Standard recipe (transformers' run_qa example): question + passage windows of 256 tokens with
 a 96-token stride; a span's score is start logit + end logit; a window's no-answer score is
@@ -23,6 +24,7 @@ member) and 0.175 (multi-hop member) against 0.186 together (docs/results.md).""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import numpy as np
 from rag.answer.answerability import logistic
 from rag.errors import ModelError
 from rag.models.weights import TRAINED_DIR
+from rag.text import without_particles
 
 MAX_LENGTH = 256
 STRIDE = 96
@@ -44,8 +47,16 @@ MEMBERS = {WEIGHTS: {"halueval": 0, "answer_removed": False, "group_by_length": 
            "reader-multihop.safetensors": {"halueval": 3000, "answer_removed": True, "group_by_length": True}}
 
 
+KOREAN_MEMBERS = {WEIGHTS: {"halueval": 0, "answer_removed": True, "group_by_length": True}}
+
+
 def trained_path() -> Path:
     return TRAINED_DIR / "reader"
+
+
+def korean_path() -> Path:
+    """The Korean reader's folder (one e5 member, WEIGHTS)."""
+    return TRAINED_DIR / "reader-ko"
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,9 @@ def tokenizer(base: str = "minilm"):
     return AutoTokenizer.from_pretrained(str(minilm_dir()))
 
 
-def base_model(dropout: float | None = None, base: str = "minilm"):
-    """The packaged encoder with a fresh, seeded span head."""
+def base_model(dropout: float | None = None, base: str = "minilm", dtype=None):
+    """The packaged encoder with a fresh, seeded span head; with dtype (serving, e5), its
+    weights in that dtype and the span head left to the trained tensors (e5_encoder.model)."""
     import torch
     from transformers import AutoModelForQuestionAnswering
 
@@ -97,7 +109,7 @@ def base_model(dropout: float | None = None, base: str = "minilm"):
     if base == "e5":
         from rag.models import e5_encoder
 
-        return e5_encoder.model("qa", **extra)
+        return e5_encoder.model("qa", dtype=dtype, **extra)
     return load_quietly(lambda: AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir()), **extra))
 
 
@@ -176,6 +188,7 @@ class Reader:
         self.dtype = dtype  # Settings.dtype (rag.models.weights.compute_dtype); float32 gives the same spans
         self.batch = batch
         self._models = None
+        self._loading = threading.Lock()  # the Korean reader loads on first use, maybe from two requests
         self._tok = None
         # The judge's P(supported) bar for this reader's spans, fitted on held-out train articles
         # when the reader was trained (held_out.json; None: none fitted, the judge's own applies).
@@ -184,6 +197,10 @@ class Reader:
         self.judge_threshold: float | None = report.get("judge_threshold")
 
     def load(self) -> list:
+        with self._loading:
+            return self._load()
+
+    def _load(self) -> list:
         if self._models is None:
             files = [self.model_dir / f for f in self.members if (self.model_dir / f).exists()]
             if not files:
@@ -196,13 +213,16 @@ class Reader:
             dtype = compute_dtype(self.dtype)
             models = []
             for weights in files:
-                model, trained = base_model(base=self.base), load_file(str(weights))
-                missing = set(trained) - set(model.state_dict())
+                built = base_model(base=self.base, dtype=dtype if self.base == "e5" else None)
+                trained = load_file(str(weights))
+                missing = set(trained) - set(built.state_dict())
                 if missing:
                     raise ModelError(f"{weights} does not fit the packaged {BASES[self.base]} (unknown tensors "
                                      f"{sorted(missing)[:3]})")
-                model.load_state_dict(trained, strict=False)
-                models.append(model.to(dtype).eval())
+                built.load_state_dict({k: v.to(dtype) for k, v in trained.items()}, strict=False, assign=True)
+                if any(p.is_meta for p in built.parameters()):
+                    raise ModelError(f"{weights} lacks the span head its reader needs")
+                models.append(built.to(dtype).eval())
             self._tok = tokenizer(self.base)  # before the models: a concurrent caller that sees them uses it
             self._models = models
         return self._models
@@ -255,6 +275,7 @@ def spans(enc, start: np.ndarray, end: np.ndarray, passages: list[str]) -> list[
         p = enc["overflow_to_sample_mapping"][w]
         while s < e and passages[p][s].isspace():  # SentencePiece offsets include the space before a word
             s += 1
+        e = s + len(without_particles(passages[p][s:e]))  # Korean: "경주는" -> "경주"
         if p not in best or score > best[p].score:
             best[p] = Span(p, passages[p][s:e], s, e, score, float(start[w][0] + end[w][0]))
     return sorted(best.values(), key=lambda sp: -sp.score)

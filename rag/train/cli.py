@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from rag.train.examples import TRAIN_DIR as DEFAULT_TRAIN
+from rag.jsonl import read_jsonl
 
 # The shipped models' schedules: stages of (steps, learning rate), each on fresh pairs and
 # continuing from the previous stage's adapter. The judge's are small because the CPU was
@@ -67,7 +68,6 @@ def cmd_train_answerability(args) -> int:
     from ingest.build import ingest_paths
     from rag.answer.answerability import probe_path
     from rag.config import Settings
-    from rag.jsonl import read_jsonl
     from rag.pipeline import RagService
     from rag.train import probes as ab
 
@@ -139,21 +139,13 @@ def cmd_train_reader(args) -> int:
     the train corpus (answer-all F1, AUROC, the gate's threshold meeting --target; the reader
     answers as in the pipeline, Reading.answers), and fit there the judge's threshold for the
     reader's spans. The report goes to held_out.json beside the weights. The gate stays the
-    reader's own boundary, rag.answer.reader.THRESHOLD = 0.5 (docs/results.md says why)."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-    from tqdm import tqdm
-
-    from ingest.build import ingest_paths
+    reader's own boundary, rag.answer.reader.THRESHOLD = 0.5 (docs/results.md says why).
+    --lang ko: the Korean reader instead (train_korean_reader)."""
     from rag.answer import reader as rd
-    from rag.config import Settings
-    from rag.jsonl import read_jsonl
-    from rag.metrics import f1_score
-    from rag.pipeline import RagService
-    from rag.retrieve.graph import routed
     from rag.train import reader as tr
-    from rag.train.calibrate import best_f1_threshold, fit_threshold
 
+    if args.lang == "ko":
+        return train_korean_reader(args)
     work = args.work or Path("var") / "train" / "reader"
     if args.member is not None and args.member not in rd.MEMBERS:
         raise SystemExit(f"--member must be one of {sorted(rd.MEMBERS)}")
@@ -164,21 +156,87 @@ def cmd_train_reader(args) -> int:
             continue
         rows = tr.examples(args.data, articles, halueval=recipe["halueval"], answer_removed=recipe["answer_removed"])
         print(f"reader member {weights}: {len(rows)} examples from {len(articles)} articles")
-        tr.train(rows, out, work / Path(weights).stem, epochs=args.epochs, batch=args.batch or 16, lr=args.lr or 1e-4,
-                 save_steps=args.save_steps, threads=args.threads, weights=weights,
+        tr.train(rows, out, work / Path(weights).stem, epochs=args.epochs or 2.0, batch=args.batch or 16,
+                 lr=args.lr or 1e-4, save_steps=args.save_steps, threads=args.threads, weights=weights,
                  group_by_length=recipe["group_by_length"], base=args.base)
     print(f"reader: {len(rd.MEMBERS)} members in {out}")
-    settings = Settings().model_copy(update={"data_dir": args.index_dir or work / "index", "threads": args.threads})
-    svc = RagService(settings)
     squad = args.data / "squad2"
-    report = ingest_paths(settings, svc.store, svc.embedder(), [squad / "corpus.jsonl"], "train-squad2")
+    questions = [q for q in read_jsonl(squad / "qa.jsonl") if q["title"] in held_out]
+    result = held_out_report(args, rd.Reader(out, threads=args.threads), squad / "corpus.jsonl", "train-squad2",
+                             questions, work / "index")
+    (out / "held_out.json").write_text(json.dumps({"held_out_articles": sorted(held_out), **result}, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+KOREAN_HELD_OUT = 12  # KorQuAD train articles the Korean reader does not see: its report, and the Korean ladder's folds
+
+
+def train_korean_reader(args) -> int:
+    """The Korean reader (rag.answer.reader.korean_path): multilingual-e5-small fine-tuned on
+    SQuAD 2.0 train as the English e5 member is (stage one, cached in --work), then on the
+    KorQuAD train articles but KOREAN_HELD_OUT (stage two: each question on its paragraph, on
+    another paragraph of its article and on its paragraph without the answer's sentence, the
+    last two "no answer"). Its report reads the held-out articles through the pipeline's
+    retrieval, a third of their paragraphs withheld so that their questions have no answer
+    (rag.train.reader.held_out_folder, written to WORK/held-out for `rag eval qa`)."""
+    from rag.answer import reader as rd
+    from rag.train import reader as tr
+
+    work = args.work or Path("var") / "train" / "reader-ko"
+    out = args.out or rd.korean_path()
+    articles, held_out = tr.split_articles(args.data, holdout=KOREAN_HELD_OUT, folder="korquad")
+    if not (out / rd.WEIGHTS).exists() or args.retrain:
+        english = work / "e5-en"
+        if not (english / rd.WEIGHTS).exists():
+            squad, _ = tr.split_articles(args.data)
+            rows = tr.examples(args.data, squad)
+            print(f"Korean reader, stage one (SQuAD 2.0, e5): {len(rows)} examples from {len(squad)} articles")
+            tr.train(rows, english, work / "e5-en-checkpoints", epochs=2.0, batch=args.batch or 16,
+                     lr=args.lr or 1e-4, save_steps=args.save_steps, threads=args.threads, base="e5")
+        recipe = rd.KOREAN_MEMBERS[rd.WEIGHTS]
+        rows = tr.examples(args.data, articles, answer_removed=recipe["answer_removed"], folder="korquad")
+        print(f"Korean reader, stage two (KorQuAD): {len(rows)} examples from {len(articles)} articles")
+        tr.train(rows, out, work / "checkpoints", epochs=args.epochs or 1.0, batch=args.batch or 16,
+                 lr=args.lr or 1e-4, save_steps=args.save_steps, threads=args.threads,
+                 group_by_length=recipe["group_by_length"], base="e5", init=english / rd.WEIGHTS)
+    folder = tr.held_out_folder(args.data, "korquad", held_out, work / "held-out")
+    result = held_out_report(args, rd.Reader(out, threads=args.threads, members=(rd.WEIGHTS,)),
+                             folder / "corpus.jsonl", "train-korquad-held-out", list(read_jsonl(folder / "qa.jsonl")),
+                             work / "index")
+    (out / "held_out.json").write_text(json.dumps({"held_out_articles": sorted(held_out), **result},
+                                                  ensure_ascii=False, indent=1))
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    return 0
+
+
+def held_out_report(args, reader, corpus: Path, collection: str, questions: list[dict], index_dir: Path) -> dict:
+    """How a reader gates held-out questions read through the pipeline's retrieval of `corpus`
+    (answer-all F1, AUROC, rates at its threshold and at the one meeting --target), and the
+    judge's bar for its spans fitted there (the one that maximises SQuAD 2.0 F1 over the spans
+    it would pass, as the official script's best_f1_thresh; the support probe was trained on
+    the decoder's replies, and its own 0.5 withheld many right spans)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    from tqdm import tqdm
+
+    from ingest.build import ingest_paths
+    from rag.answer import reader as rd
+    from rag.config import Settings
+    from rag.metrics import f1_score
+    from rag.pipeline import RagService
+    from rag.retrieve.graph import routed
+    from rag.train.calibrate import best_f1_threshold, fit_threshold
+
+    settings = Settings().model_copy(update={"data_dir": args.index_dir or index_dir, "threads": args.threads})
+    svc = RagService(settings)
+    report = ingest_paths(settings, svc.store, svc.embedder(), [corpus], collection)
     if report.errors:
-        raise SystemExit(f"could not ingest {squad / 'corpus.jsonl'}: {report.errors[0].reason}")
-    reader = rd.Reader(out, threads=args.threads)
+        raise SystemExit(f"could not ingest {corpus}: {report.errors[0].reason}")
     scores, gates, unmatched, labels, f1s, judged, answered = [], [], [], [], [], [], []
-    for q in tqdm([q for q in read_jsonl(squad / "qa.jsonl") if q["title"] in held_out], desc="held-out questions"):
+    for q in tqdm(questions, desc="held-out questions"):
         route: dict = {}
-        hits = svc.rank(q["question"], "train-squad2", settings.top_k, route)
+        hits = svc.rank(q["question"], collection, settings.top_k, route)
         r = reader.reading(q["question"], [h.chunk.text for h in hits], routed(route))
         scores.append(r.answerability)
         gates.append(r.gate)
@@ -186,53 +244,48 @@ def cmd_train_reader(args) -> int:
         labels.append(q["answerable"])
         answered.append(r.answers())
         f1s.append(f1_score(r.span.text, q["answers"]) if r.span and q["answerable"] else 0.0)
-        # what the pipeline's judge says of the spans the reader would answer with
         judged.append(svc.verifier.verify(q["question"], r.span.cited, (), hits, 0.0).min_score
                       if r.answers() else -1.0)
     s, c, u = np.array(scores), np.array(gates), np.array(unmatched)
     y, f, j, decided = np.array(labels), np.array(f1s), np.array(judged), np.array(answered)
-    # The judge's bar for the reader's spans: the one that maximises SQuAD 2.0 F1 over the
-    # spans it would pass (as the official script's best_f1_thresh). The support probe was
-    # trained on the decoder's replies; its own 0.5 withheld many right spans.
     judge_t = best_f1_threshold(list(j), list(y), list(f))
-    target_t = fit_threshold(list(c), labels, args.target)  # the gate alone
+    target_t = fit_threshold(list(c), list(labels), args.target)  # the gate alone
 
     def at(base: np.ndarray, t: float, jt: float = 0.0) -> dict:
-        """Rates where `base` (the pipeline's decisions, or the gate at t alone) answers and the judge passes."""
+        """Rates where `base` (the reader's decisions, or the gate at t alone) answers and the judge passes."""
         ans = base & (j >= jt if jt > 0 else True)
         return {"threshold": round(t, 4), "judge_threshold": round(jt, 4),
                 "answered_unanswerable_rate": round(float(ans[~y].mean()), 4),
                 "answered_answerable_rate": round(float(ans[y].mean()), 4),
                 "f1_answerable": round(float((f * ans)[y].mean()), 4)}
 
-    result = {"held_out_articles": sorted(held_out), "questions": len(y), "answerable": int(y.sum()),
-              "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
-              "names_unmatched": {"answerable": round(float(u[y].mean()), 4), "unanswerable": round(float(u[~y].mean()), 4)},
-              "at_reader_threshold": at(decided, rd.THRESHOLD), "target": args.target,
-              "at_target": at(c >= target_t, target_t),
-              "judge": svc.verifier.name, "judge_threshold": round(float(judge_t), 4),
-              "at_reader_and_judge_thresholds": at(decided, rd.THRESHOLD, judge_t),
-              "at_reader_threshold_judge_0.5": at(decided, rd.THRESHOLD, 0.5)}
-    (out / "held_out.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    return 0
+    return {"questions": len(y), "answerable": int(y.sum()),
+            "auroc": round(float(roc_auc_score(y, s)), 4), "f1_answerable_all_answered": round(float(f[y].mean()), 4),
+            "names_unmatched": {"answerable": round(float(u[y].mean()), 4), "unanswerable": round(float(u[~y].mean()), 4)},
+            "at_reader_threshold": at(decided, rd.THRESHOLD), "target": args.target,
+            "at_target": at(c >= target_t, target_t),
+            "judge": svc.verifier.name, "judge_threshold": round(float(judge_t), 4),
+            "at_reader_and_judge_thresholds": at(decided, rd.THRESHOLD, judge_t),
+            "at_reader_threshold_judge_0.5": at(decided, rd.THRESHOLD, 0.5)}
 
 
 def cmd_train_confidence(args) -> int:
     """Fit the answer confidence and the ladder's bars (rag.train.confidence) on the records of
-    `rag eval qa` over train questions (--records), folds grouped by article."""
-    from rag.answer.confidence import PATH
-    from rag.answer.reader import Reader
-    from rag.jsonl import read_jsonl
+    `rag eval qa` over train questions (--records), folds grouped by article; --lang ko: the
+    Korean model, on the records of Korean questions (the Korean reader's held-out folder)."""
+    from rag.answer import reader as rd
+    from rag.answer.confidence import KOREAN_PATH, PATH
     from rag.train.confidence import train
 
     if args.records is None:
         raise SystemExit("rag train confidence needs --records: the records.jsonl of `rag eval qa` over train "
                          "questions (docs/results.md gives the command)")
-    model, report = train(read_jsonl(args.records), Reader.name, args.c)
-    out = args.out or PATH
+    korean = args.lang == "ko"
+    reader_name = rd.Reader(rd.korean_path(), members=(rd.WEIGHTS,)).name if korean else rd.Reader.name
+    model, report = train(read_jsonl(args.records), reader_name, args.c, korean)
+    out = args.out or (KOREAN_PATH if korean else PATH)
     model.save(out)
-    print(json.dumps({"answer": model.answer, "caveat": model.caveat, **report}, indent=1))
+    print(json.dumps({"answer": model.answer, "caveat": model.caveat, **report}, ensure_ascii=False, indent=1))
     print(f"confidence: written to {out}")
     return 0
 
@@ -259,7 +312,11 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="with --steps: one stage at this rate")
     p.add_argument("--save-steps", type=int, default=20)
-    p.add_argument("--epochs", type=float, default=2.0, help="reader: passes over its training windows")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="reader: passes over its training windows (default 2; the Korean reader's KorQuAD stage 1)")
+    p.add_argument("--lang", choices=["en", "ko"], default="en",
+                   help="reader: the English pair (MiniLM), or the Korean reader (e5, SQuAD then KorQuAD); "
+                        "confidence: the model for that language's answers")
     p.add_argument("--retrain", action="store_true", help="reader: train again even if weights exist (else only the held-out report)")
     p.add_argument("--base", choices=["minilm", "e5"], default="minilm",
                    help="reader: the packaged encoder to fine-tune (e5: multilingual-e5-small, 12 layers; see docs/model-card.md)")

@@ -20,13 +20,15 @@ from rag.text import is_korean
 MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
 
 
-def rows(records: Sequence[dict], reader_name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """(features, right, article, record index) of every English record with a candidate answer."""
+def rows(records: Sequence[dict], reader_name: str, korean: bool = False
+         ) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """(features, right, article, record index) of every record of the language (English, or
+    Korean) with a candidate answer."""
     x, y, groups, idx = [], [], [], []
     for i, r in enumerate(records):
         answer = candidate(r)
-        if not answer or is_korean(r["inputs"]["question"]):
-            continue  # no answer to rate, or a Korean question (the reader does not read those)
+        if not answer or is_korean(r["inputs"]["question"]) != korean:
+            continue  # no answer to rate, or the other language's question (each has its own model)
         o, inputs = r["outputs"], r["inputs"]
         support = min((v["score"] for v in o["verdicts"]), default=1.0)
         x.append(features(o["trace"], answer, o["model"] == reader_name, support))
@@ -40,7 +42,7 @@ def fit_bars(p: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     """(answer, caveat) bars on P(right): `answer` the lowest value above which at least
     TARGET_PRECISION of the answers were right (at least MIN_ANSWERS of them; else no answer is
     confident: 1.01); `caveat` the lowest value below it above which, down to `answer`, at least
-    CAVEAT_PRECISION were right (else `answer`: no caveat band)."""
+    CAVEAT_PRECISION were right (else `answer`: no caveat band), and at least CAVEAT_PRECISION."""
     order = np.argsort(-p)
     ps, rs = p[order], right[order].astype(float)
     answer = 1.01
@@ -52,7 +54,11 @@ def fit_bars(p: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     for k in range(top + 1, len(ps) + 1):
         if rs[top:k].mean() >= CAVEAT_PRECISION and (k == len(ps) or ps[k] < ps[k - 1]):
             caveat = float(ps[k - 1])
-    return answer, caveat
+    # ... and never below CAVEAT_PRECISION itself: P(right) is a fitted probability, and an answer
+    # the model itself calls more likely wrong is not shown. The band's pooled precision alone
+    # let its lower edge sink to P 0.05 on the Korean folds (the bottom answers nearly all wrong,
+    # carried by the right ones above them).
+    return answer, min(answer, max(caveat, CAVEAT_PRECISION))
 
 
 def fit_model(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Confidence:
@@ -76,9 +82,12 @@ def levels(model: Confidence, p: np.ndarray) -> list[str]:
     return ["answered" if v >= model.answer else "caveat" if v >= model.caveat else "abstained" for v in p]
 
 
-def train(records: Sequence[dict], reader_name: str, c: float = 1.0) -> tuple[Confidence, dict]:
-    """The model fitted on every article, and the out-of-fold report of the whole procedure."""
-    x, y, groups, idx = rows(records, reader_name)
+def train(records: Sequence[dict], reader_name: str, c: float = 1.0, korean: bool = False
+          ) -> tuple[Confidence, dict]:
+    """The model fitted on every article, and the out-of-fold report of the whole procedure,
+    over the records of one language (English, or Korean)."""
+    records = [r for r in records if is_korean(r["inputs"]["question"]) == korean]
+    x, y, groups, idx = rows(records, reader_name, korean)
     if len(set(groups)) < 2 or y.all() or not y.any():
         raise ValueError("need right and wrong answers from at least two articles to fit the confidence")
     oof_p, oof_level = np.zeros(len(y)), [""] * len(y)
@@ -98,6 +107,9 @@ def train(records: Sequence[dict], reader_name: str, c: float = 1.0) -> tuple[Co
               "target_precision": TARGET_PRECISION, "caveat_precision": CAVEAT_PRECISION,
               "out_of_fold": answer_metrics(all_levels, [r["inputs"]["answerable"] for r in records], f1s),
               "out_of_fold_auroc": _auroc(oof_p, y),
+              "out_of_fold_unanswerable_answered": _mean([lv != "abstained" for lv, r in zip(all_levels, records)
+                                                          if not r["inputs"]["answerable"]]),
+              "out_of_fold_f1_answerable": _mean([f for f, r in zip(f1s, records) if r["inputs"]["answerable"]]),
               # the pipeline's own answers as a judge test: does a verdict say right vs wrong?
               "balanced_accuracy_on_pipeline_answers": {
                   "grounding_check": _balanced_accuracy(
@@ -107,6 +119,10 @@ def train(records: Sequence[dict], reader_name: str, c: float = 1.0) -> tuple[Co
                                               sum(bool(r["inputs"]["answerable"]) for r in records))}
     final = fit_model(x, y, c)
     return Confidence(final.weights, final.bias, final.answer, final.caveat, fit=report), report
+
+
+def _mean(values: list) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
 
 
 def _balanced_accuracy(said_right: np.ndarray, y: np.ndarray) -> float:

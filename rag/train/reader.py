@@ -13,9 +13,10 @@ from pathlib import Path
 from rag.answer.reader import BASES, WEIGHTS, base_model, encode, tokenizer
 from rag.jsonl import read_jsonl
 
-def split_articles(train_dir: Path, holdout: int = 3, seed: int = 0) -> tuple[set[str], set[str]]:
-    """(training articles, held-out articles): whole SQuAD articles, so no paragraph is shared."""
-    titles = sorted({q["title"] for q in read_jsonl(train_dir / "squad2" / "qa.jsonl")})
+def split_articles(train_dir: Path, holdout: int = 3, seed: int = 0, folder: str = "squad2") -> tuple[set[str], set[str]]:
+    """(training articles, held-out articles) of a SQuAD-format folder of train_dir: whole
+    articles, so no paragraph is shared."""
+    titles = sorted({q["title"] for q in read_jsonl(train_dir / folder / "qa.jsonl")})
     random.Random(seed).shuffle(titles)
     return set(titles[holdout:]), set(titles[:holdout])
 
@@ -43,8 +44,9 @@ def without_answer(text: str, answers: list[str]) -> str | None:
 
 
 def examples(train_dir: Path, articles: set[str], seed: int = 0, halueval: int = 0,
-             answer_removed: bool = False) -> list[dict]:
-    """SQuAD 2.0 train questions of the given articles on their paragraph (answer span, or none
+             answer_removed: bool = False, folder: str = "squad2") -> list[dict]:
+    """The questions of a SQuAD-format folder of train_dir (SQuAD 2.0 train; korquad for the
+    Korean reader) of the given articles on their paragraph (answer span, or none
     for the unanswerable ones); for half the answerable ones also another paragraph of the
     same article without the answer labelled "no answer" (in the pipeline the reader sees
     several retrieved passages and must not pick a span from one that does not answer).
@@ -54,7 +56,7 @@ def examples(train_dir: Path, articles: set[str], seed: int = 0, halueval: int =
     reader read bridge and comparison questions badly: dev HotpotQA F1 0.22 against the
     decoder's 0.42)."""
     rng = random.Random(seed)
-    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / "squad2" / "corpus.jsonl")}
+    corpus = {d["doc_id"]: d for d in read_jsonl(train_dir / folder / "corpus.jsonl")}
     by_article = defaultdict(list)
     for d in corpus.values():
         by_article[d["title"]].append(d["doc_id"])
@@ -68,7 +70,7 @@ def examples(train_dir: Path, articles: set[str], seed: int = 0, halueval: int =
                     "start": found[0] if found else -1, "answer": found[1] if found else ""})
         return True
 
-    for q in read_jsonl(train_dir / "squad2" / "qa.jsonl"):
+    for q in read_jsonl(train_dir / folder / "qa.jsonl"):
         if q["title"] not in articles:
             continue
         text = corpus[q["doc_id"]]["text"]
@@ -120,13 +122,15 @@ def features(tok, rows: list[dict], padding: str | bool = "max_length") -> dict:
 
 def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, batch: int = 16,
           lr: float = 1e-4, save_steps: int = 100, threads: int = 2, weights: str = WEIGHTS,
-          group_by_length: bool = False, base: str = "minilm") -> Path:
+          group_by_length: bool = False, base: str = "minilm", init: Path | None = None) -> Path:
     """Fine-tune the base encoder's transformer layers (six for MiniLM, twelve for e5) and the
     span head (the word embeddings stay the packaged ones) with transformers' Trainer: checkpoints in work_dir, a re-run resumes from
     the newest. Dropout is off: on this CPU it made a step 2.5x slower (2.6 s vs 1.1 s for 16
     windows), and two epochs over ~11k windows is the whole budget.
     group_by_length: batches of similar length padded to their longest (HaluEval's windows are
     short) instead of every window padded to MAX_LENGTH.
+    init: trained tensors of the same base to start from instead of the fresh span head (the
+    Korean reader starts from the English e5 reader: SQuAD's task, then KorQuAD's language).
     Writes the trained tensors (bf16, ~21 MB) to out_dir/weights and its record to training.json."""
     import torch
     from datasets import Dataset
@@ -137,6 +141,10 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
     tok = tokenizer(base)
     data = Dataset.from_dict(features(tok, rows, padding=False if group_by_length else "max_length"))
     model = base_model(dropout=0.0, base=base)
+    if init is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(init)), strict=False)
     for p in model.bert.embeddings.parameters():
         p.requires_grad = False
     warmup = int(0.06 * epochs * len(data) / batch)
@@ -157,6 +165,47 @@ def train(rows: list[dict], out_dir: Path, work_dir: Path, epochs: float = 2.0, 
     log = json.loads(record.read_text()) if record.exists() else {}
     log[weights] = {"examples": len(rows), "windows": len(data), "epochs": epochs, "batch": batch, "lr": lr,
                     "group_by_length": group_by_length, "train_loss": result.training_loss,
-                    "base": BASES[base]}
+                    "base": BASES[base], **({"init": init.name} if init else {})}
     record.write_text(json.dumps(log, indent=1))
     return out_dir
+
+
+def held_out_folder(train_dir: Path, folder: str, articles: set[str], out: Path, withheld: float = 1 / 3,
+                    per_article: int = 30, seed: int = 0) -> Path:
+    """A QA folder (corpus.jsonl, qa.jsonl) of held-out articles for `rag eval qa`, with
+    unanswerable questions where the source has none (KorQuAD): `withheld` of each article's
+    paragraphs are left out of the corpus, and their questions, whose answer is then in no
+    kept paragraph, become unanswerable. They ask about the article's topic over its other
+    paragraphs, which is what an unanswerable question meets in use. Questions whose answer
+    also occurs in a kept paragraph are dropped (neither label is sure); at most `per_article`
+    questions per article are kept, so every article weighs alike in the folds."""
+    rng = random.Random(seed)
+    corpus = [d for d in read_jsonl(train_dir / folder / "corpus.jsonl") if d["title"] in articles]
+    by_article = defaultdict(list)
+    for d in corpus:
+        by_article[d["title"]].append(d["doc_id"])
+    dropped = set()
+    for ids in by_article.values():
+        dropped |= set(rng.sample(sorted(ids), round(len(ids) * withheld)))
+    kept = [d for d in corpus if d["doc_id"] not in dropped]
+    kept_text = defaultdict(str)
+    for d in kept:
+        kept_text[d["title"]] += "\n" + d["text"].lower()
+    questions = defaultdict(list)
+    for q in read_jsonl(train_dir / folder / "qa.jsonl"):
+        if q["title"] not in articles:
+            continue
+        if q["doc_id"] in dropped:
+            if any(a.lower() in kept_text[q["title"]] for a in q["answers"]):
+                continue
+            q = {**q, "answerable": False, "answers": []}
+        questions[q["title"]].append(q)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for d in kept:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    with open(out / "qa.jsonl", "w", encoding="utf-8") as f:
+        for title in sorted(questions):
+            for q in rng.sample(questions[title], min(per_article, len(questions[title]))):
+                f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    return out
