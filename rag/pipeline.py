@@ -133,7 +133,7 @@ class RagService:
     @property
     def korean_reader(self):
         """The Korean reader (e5 trained on KorQuAD), or None when it is not shipped. warm() does
-        not load it: it holds about 670 MB, which a service that is never asked in Korean should
+        not load it: it holds about 500 MB, which a service that is never asked in Korean should
         not pay; the first Korean question loads it (a few seconds, once; Reader.load locks)."""
         def build():
             from rag.answer.reader import WEIGHTS, Reader, korean_path

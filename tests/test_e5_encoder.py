@@ -72,3 +72,31 @@ def test_serving_pieces_equal_the_training_tokenizer(tok):
     ref = tok(texts, padding=True, truncation=True, max_length=512, return_tensors="np")
     assert ids.shape == ref["input_ids"].shape and ids.shape[1] == 512
     assert (ids == ref["input_ids"]).all() and (mask == ref["attention_mask"]).all()
+
+
+def test_reader_windows_on_pieces_equal_the_training_tokenizers(tok):
+    """The Korean reader serves on sentencepiece windows (Pieces.pairs): ids, character offsets,
+    windows and their stride, sequence ids, token types and padding equal tokenizer()'s, which it
+    was trained on, for Korean and English passages long enough to overflow, odd spacing and
+    characters that NFKC rewrites. A text whose normalisation cannot be mapped back gives None."""
+    from rag.answer import reader as rd
+
+    pieces = e5.Pieces(e5.load())
+    long_ko = " ".join(["경주는 경상북도에 있는 도시로, 약 천 년 동안 신라의 수도였다."] * 40)
+    long_en = " ".join(TEXTS[:1] * 60)
+    contexts = [long_ko, TEXTS[1], long_en, "  두 칸  공백 ㎞ ①번\t탭", TEXTS[2]]
+    for question in ("신라의 수도였던 도시는 어디인가?", "When was the university established?"):
+        for padding in (True, "max_length"):
+            ref = rd.encode(tok, [question] * len(contexts), contexts, padding=padding)
+            got = pieces.pairs([question] * len(contexts), contexts, rd.MAX_LENGTH, rd.STRIDE, rd.MAX_QUESTION_TOKENS,
+                               padding)
+            assert len(got["input_ids"]) == len(ref["input_ids"]) > len(contexts)  # long passages overflow
+            assert list(got["overflow_to_sample_mapping"]) == list(ref["overflow_to_sample_mapping"])
+            for w in range(len(ref["input_ids"])):
+                for key in ("input_ids", "attention_mask", "token_type_ids"):
+                    assert list(got[key][w]) == list(ref[key][w]), (key, w)
+                assert [tuple(o) for o in got["offset_mapping"][w]] == [tuple(o) for o in ref["offset_mapping"][w]]
+                assert got.sequence_ids(w) == ref.sequence_ids(w)
+    # "e" + a combining accent: NFKC composes it only across characters, so no map back; the
+    # reader then falls back to tokenizer() (Reader.logits)
+    assert pieces.pieces("cafe\u0301") is None and pieces.pairs(["q"], ["cafe\u0301"], 256, 96, 96) is None

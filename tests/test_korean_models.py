@@ -64,3 +64,12 @@ def test_shipped_korean_reader_cites_spans_and_prefers_no_answer_elsewhere():
     assert found >= 7, found  # the answer span itself, not a sentence around it
     r = reader.reading("신라의 수도였던 도시는 어디인가?", passages)
     assert r.span.text == "경주" and r.span.cited == "경주 [3]"
+
+
+@pytest.mark.slow
+def test_korean_reader_falls_back_to_the_training_tokenizer_on_combining_characters():
+    from rag.answer import reader as rd
+
+    reader = rd.Reader(rd.korean_path(), threads=1, members=(rd.WEIGHTS,))
+    spans = reader.read("카페는 어디에 있나?", ["이 cafe\u0301는 경주에 있다."])
+    assert spans and spans[0].text  # read through tokenizer(), not refused

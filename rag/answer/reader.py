@@ -116,7 +116,18 @@ def base_model(dropout: float | None = None, base: str = "minilm", dtype=None):
 MAX_QUESTION_TOKENS = 96  # longer questions are cut so that every window keeps room for passage
 
 
+def e5_pieces():
+    from rag.models import e5_encoder
+
+    return e5_encoder.Pieces(e5_encoder.load())
+
+
 def encode(tok, questions: list[str], contexts: list[str], padding: str | bool = "max_length"):
+    """Question + passage windows (input_ids, offset_mapping, overflow_to_sample_mapping,
+    sequence_ids). tok: a transformers tokenizer, or e5's sentencepiece Pieces (None where its
+    offsets cannot map back to a text)."""
+    if not hasattr(tok, "decode"):  # e5_encoder.Pieces
+        return tok.pairs(questions, contexts, MAX_LENGTH, STRIDE, MAX_QUESTION_TOKENS, padding)
     questions = [q if len(ids) <= MAX_QUESTION_TOKENS else tok.decode(ids[:MAX_QUESTION_TOKENS])
                  for q, ids in zip(questions, tok(questions, add_special_tokens=False)["input_ids"])]
     return tok(questions, contexts, truncation="only_second", max_length=MAX_LENGTH, stride=STRIDE,
@@ -223,7 +234,10 @@ class Reader:
                 if any(p.is_meta for p in built.parameters()):
                     raise ModelError(f"{weights} lacks the span head its reader needs")
                 models.append(built.to(dtype).eval())
-            self._tok = tokenizer(self.base)  # before the models: a concurrent caller that sees them uses it
+            # before the models: a concurrent caller that sees them uses it. e5: its sentencepiece
+            # windows (e5_encoder.Pieces.pairs, the same as tokenizer()'s, tested) in 50 MB where the
+            # tokenizers library holds e5's 250k pieces in 300
+            self._tok = e5_pieces() if self.base == "e5" else tokenizer(self.base)
             self._models = models
         return self._models
 
@@ -253,6 +267,8 @@ class Reader:
 
         models = self.load()
         enc = encode(self._tok, [question] * len(passages), passages, padding=True)
+        if enc is None:  # a text sentencepiece's windows cannot map back (e5_encoder.Pieces.pieces)
+            enc = encode(tokenizer(self.base), [question] * len(passages), passages, padding=True)
         per_model = [([], []) for _ in models]
         with torch.inference_mode():
             for i in range(0, len(enc["input_ids"]), self.batch):

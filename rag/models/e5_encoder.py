@@ -202,6 +202,15 @@ def tokenizer():
             model_max_length=f.dims["max_positions"], model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
+class Windows(dict):
+    """Pieces.pairs' windows, read as the tokenizers library's BatchEncoding is."""
+
+    seqs: list
+
+    def sequence_ids(self, w: int) -> list:
+        return self.seqs[w]
+
+
 class Pieces:
     """The same tokenizer on sentencepiece, for serving: the file's Unigram pieces in a
     sentencepiece model, the normalisation above done here. Identical ids to tokenizer() (tested
@@ -254,6 +263,87 @@ class Pieces:
         """The text's piece ids, without <s> and </s>."""
         text = self._normalise(text)
         return self._sp.encode(text) if text else []
+
+    def pieces(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The text's piece ids and each piece's (start, end) character offsets in the text as
+        given, as the tokenizers library reports them (a piece's leading "\u2581" covers the
+        space before its word; the first one starts at 0). The normalisation is applied one
+        character at a time to keep the map back to the text; where that differs from
+        normalising the whole text (combining sequences), None: the caller uses tokenizer()."""
+        import unicodedata
+
+        chars: list[str] = []
+        origin: list[int] = []
+        for i, c in enumerate(text):
+            if self._dropped and self._dropped.match(c):
+                continue
+            if self._spaces and self._spaces.match(c):
+                c = " "
+            for n in unicodedata.normalize("NFKC", c):
+                if n == " " and chars and chars[-1] == "\u2581":
+                    origin[-1] = i  # runs of spaces collapse to one, placed at the run's last
+                    continue
+                chars.append("\u2581" if n == " " else n)
+                origin.append(i)
+        if not chars:
+            return [], []
+        if chars[0] != "\u2581":
+            chars.insert(0, "\u2581")
+            origin.insert(0, origin[0])
+        norm = "".join(chars)
+        if norm != self._normalise(text):
+            return None
+        proto = self._sp.encode(norm, return_type="proto")
+        # sentencepiece reports UTF-8 byte offsets: map them to characters
+        byte_to_char = np.cumsum([0] + [len(c.encode()) for c in norm])
+        char_at = {int(b): k for k, b in enumerate(byte_to_char)}
+        ids, offsets = [], []
+        for piece in proto.pieces:
+            a, b = char_at[piece.begin], char_at[piece.end]
+            ids.append(piece.id)
+            offsets.append((origin[a], origin[b - 1] + 1))
+        return ids, offsets
+
+    def pairs(self, questions: list[str], contexts: list[str], max_length: int, stride: int,
+              max_question: int, padding: str | bool = True) -> "Windows | None":
+        """Question + passage windows for a span reader, as tokenizer() makes them with
+        truncation="only_second", return_overflowing_tokens and offsets (tested identical):
+        "<s> question </s></s> passage </s>", the passage cut into windows of what is left of
+        max_length, each starting `max_length - question - 4 - stride` tokens after the last, until
+        one reaches the end. Questions are cut to max_question tokens. None where a text's
+        normalisation cannot be mapped back (pieces())."""
+        rows, seqs, offs, owners, types = [], [], [], [], []
+        for k, (q, c) in enumerate(zip(questions, contexts)):
+            qp, cp = self.pieces(q), self.pieces(c)
+            if qp is None or cp is None:
+                return None
+            q_ids, q_offs = qp[0][:max_question], qp[1][:max_question]
+            room = max_length - len(q_ids) - 4
+            starts, start = [], 0
+            while True:
+                starts.append(start)
+                if start + room >= len(cp[0]):
+                    break
+                start += room - stride
+            for a in starts:
+                c_ids, c_offs = cp[0][a:a + room], cp[1][a:a + room]
+                # tokenizers marks the passage of every window after a sample's first with token
+                # type 1 (its overflow encodings skip the template's type ids); the readers were
+                # trained and measured so, and e5 has a second type row, so it is kept
+                types.append([0] * (len(q_ids) + 4 + len(c_ids)) if a == 0 else
+                             [0] * (len(q_ids) + 3) + [1] * len(c_ids) + [0])
+                rows.append([self.bos, *q_ids, self.eos, self.eos, *c_ids, self.eos])
+                seqs.append([None, *[0] * len(q_ids), None, None, *[1] * len(c_ids), None])
+                offs.append([(0, 0), *q_offs, (0, 0), (0, 0), *c_offs, (0, 0)])
+                owners.append(k)
+        width = max_length if padding == "max_length" else max(map(len, rows), default=0)
+        out = Windows(input_ids=[r + [self.pad] * (width - len(r)) for r in rows],
+                      attention_mask=[[1] * len(r) + [0] * (width - len(r)) for r in rows],
+                      token_type_ids=[t + [0] * (width - len(t)) for t in types],
+                      offset_mapping=[o + [(0, 0)] * (width - len(o)) for o in offs],
+                      overflow_to_sample_mapping=owners)
+        out.seqs = [q + [None] * (width - len(q)) for q in seqs]
+        return out
 
     def batch(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """input_ids and attention_mask (int64, padded to the longest): <s> text </s>, each text
