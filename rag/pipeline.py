@@ -136,11 +136,11 @@ class RagService:
         not load it: it holds about 500 MB, which a service that is never asked in Korean should
         not pay; the first Korean question loads it (a few seconds, once; Reader.load locks)."""
         def build():
-            from rag.answer.reader import WEIGHTS, Reader, korean_path
+            from rag.answer.reader import WEIGHTS, korean_path, korean_reader
 
             if self.settings.backend == "fake" or not (korean_path() / WEIGHTS).exists():
                 return None
-            return Reader(korean_path(), threads=self.settings.threads, dtype=self.settings.dtype, members=(WEIGHTS,))
+            return korean_reader(threads=self.settings.threads, dtype=self.settings.dtype)
 
         return self._component("korean_reader", build)
 

@@ -64,7 +64,7 @@ def test_serving_pieces_equal_the_training_tokenizer(tok):
     """The embedder's sentencepiece tokenizer (e5_encoder.Pieces) gives the ids of the
     transformers one the model was checked with: English, Korean, the file's odd characters,
     leading and repeated spaces, unknown characters, empty text, and truncation."""
-    pieces = e5.Pieces(e5.load())
+    pieces = e5.serving_tokenizer()
     odd = ["  leading space", "tabs\tand\nnewlines  x", "emoji 😀 ｆｕｌｌｗｉｄｔｈ ①②", "\u200bzero\u200dwidth\ufeff",
            "", " ", "\x00\x07", "ᄀ ㄱ 각 ﬁ", "passage: 서울특별시의 인구는 약 940만 명이다 (2023년)."]
     texts = TEXTS + odd + ["query: " + "long words " * 400]
@@ -81,7 +81,7 @@ def test_reader_windows_on_pieces_equal_the_training_tokenizers(tok):
     characters that NFKC rewrites. A text whose normalisation cannot be mapped back gives None."""
     from rag.answer import reader as rd
 
-    pieces = e5.Pieces(e5.load())
+    pieces = e5.serving_tokenizer()
     long_ko = " ".join(["경주는 경상북도에 있는 도시로, 약 천 년 동안 신라의 수도였다."] * 40)
     long_en = " ".join(TEXTS[:1] * 60)
     contexts = [long_ko, TEXTS[1], long_en, "  두 칸  공백 ㎞ ①번\t탭", TEXTS[2]]

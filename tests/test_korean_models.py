@@ -55,7 +55,7 @@ def test_korean_question_answered_in_korean(tmp_path):
 def test_shipped_korean_reader_cites_spans_and_prefers_no_answer_elsewhere():
     from rag.answer import reader as rd
 
-    reader = rd.Reader(rd.korean_path(), threads=1, members=(rd.WEIGHTS,))
+    reader = rd.korean_reader(threads=1)
     passages = [json.loads(line)["text"] for line in open(KO / "corpus.jsonl", encoding="utf-8")]
     found = 0
     for q in QUESTIONS:
@@ -70,6 +70,6 @@ def test_shipped_korean_reader_cites_spans_and_prefers_no_answer_elsewhere():
 def test_korean_reader_falls_back_to_the_training_tokenizer_on_combining_characters():
     from rag.answer import reader as rd
 
-    reader = rd.Reader(rd.korean_path(), threads=1, members=(rd.WEIGHTS,))
+    reader = rd.korean_reader(threads=1)
     spans = reader.read("카페는 어디에 있나?", ["이 cafe\u0301는 경주에 있다."])
     assert spans and spans[0].text  # read through tokenizer(), not refused

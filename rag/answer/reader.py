@@ -59,6 +59,11 @@ def korean_path() -> Path:
     return TRAINED_DIR / "reader-ko"
 
 
+def korean_reader(model_dir: Path | None = None, threads: int = 0, dtype: str = "auto") -> "Reader":
+    """The Korean reader: the one member in model_dir (default korean_path())."""
+    return Reader(model_dir or korean_path(), threads=threads, dtype=dtype, members=(WEIGHTS,))
+
+
 @dataclass(frozen=True)
 class Span:
     passage: int    # index into the passages read
@@ -116,17 +121,13 @@ def base_model(dropout: float | None = None, base: str = "minilm", dtype=None):
 MAX_QUESTION_TOKENS = 96  # longer questions are cut so that every window keeps room for passage
 
 
-def e5_pieces():
-    from rag.models import e5_encoder
-
-    return e5_encoder.Pieces(e5_encoder.load())
-
-
 def encode(tok, questions: list[str], contexts: list[str], padding: str | bool = "max_length"):
     """Question + passage windows (input_ids, offset_mapping, overflow_to_sample_mapping,
     sequence_ids). tok: a transformers tokenizer, or e5's sentencepiece Pieces (None where its
     offsets cannot map back to a text)."""
-    if not hasattr(tok, "decode"):  # e5_encoder.Pieces
+    from rag.models.e5_encoder import Pieces
+
+    if isinstance(tok, Pieces):
         return tok.pairs(questions, contexts, MAX_LENGTH, STRIDE, MAX_QUESTION_TOKENS, padding)
     questions = [q if len(ids) <= MAX_QUESTION_TOKENS else tok.decode(ids[:MAX_QUESTION_TOKENS])
                  for q, ids in zip(questions, tok(questions, add_special_tokens=False)["input_ids"])]
@@ -201,6 +202,7 @@ class Reader:
         self._models = None
         self._loading = threading.Lock()  # the Korean reader loads on first use, maybe from two requests
         self._tok = None
+        self._fallback_tok = None  # e5: the training tokenizer, built only for a text Pieces cannot map
         # The judge's P(supported) bar for this reader's spans, fitted on held-out train articles
         # when the reader was trained (held_out.json; None: none fitted, the judge's own applies).
         record = self.model_dir / "held_out.json"
@@ -218,6 +220,7 @@ class Reader:
                 raise ModelError(f"no trained reader in {self.model_dir}; train it with `rag train reader`")
             from safetensors.torch import load_file
 
+            from rag.models import e5_encoder
             from rag.models.weights import compute_dtype, set_threads
 
             set_threads(self.threads)
@@ -237,7 +240,7 @@ class Reader:
             # before the models: a concurrent caller that sees them uses it. e5: its sentencepiece
             # windows (e5_encoder.Pieces.pairs, the same as tokenizer()'s, tested) in 50 MB where the
             # tokenizers library holds e5's 250k pieces in 300
-            self._tok = e5_pieces() if self.base == "e5" else tokenizer(self.base)
+            self._tok = e5_encoder.serving_tokenizer() if self.base == "e5" else tokenizer(self.base)
             self._models = models
         return self._models
 
@@ -268,7 +271,9 @@ class Reader:
         models = self.load()
         enc = encode(self._tok, [question] * len(passages), passages, padding=True)
         if enc is None:  # a text sentencepiece's windows cannot map back (e5_encoder.Pieces.pieces)
-            enc = encode(tokenizer(self.base), [question] * len(passages), passages, padding=True)
+            if self._fallback_tok is None:
+                self._fallback_tok = tokenizer(self.base)
+            enc = encode(self._fallback_tok, [question] * len(passages), passages, padding=True)
         per_model = [([], []) for _ in models]
         with torch.inference_mode():
             for i in range(0, len(enc["input_ids"]), self.batch):

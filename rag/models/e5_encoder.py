@@ -202,6 +202,11 @@ def tokenizer():
             model_max_length=f.dims["max_positions"], model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
+def serving_tokenizer() -> "Pieces":
+    """The tokenizer the served e5 models use (the embedder, the Korean reader)."""
+    return Pieces(load())
+
+
 class Windows(dict):
     """Pieces.pairs' windows, read as the tokenizers library's BatchEncoding is."""
 
@@ -313,8 +318,9 @@ class Pieces:
         one reaches the end. Questions are cut to max_question tokens. None where a text's
         normalisation cannot be mapped back (pieces())."""
         rows, seqs, offs, owners, types = [], [], [], [], []
+        asked = {q: self.pieces(q) for q in set(questions)}  # a reader asks one question of every passage
         for k, (q, c) in enumerate(zip(questions, contexts)):
-            qp, cp = self.pieces(q), self.pieces(c)
+            qp, cp = asked[q], self.pieces(c)
             if qp is None or cp is None:
                 return None
             q_ids, q_offs = qp[0][:max_question], qp[1][:max_question]

@@ -59,7 +59,7 @@ class E5Embedder:
 
             path = onnx_encoder.prepared("e5", e5_encoder.model_file(), onnx_encoder.export_e5,
                                          self.cache_dir or Settings().models_path, int8=onnx_encoder.cpu_has_vnni())
-            self._tok = e5_encoder.Pieces(e5_encoder.load())
+            self._tok = e5_encoder.serving_tokenizer()
             self._session = onnx_encoder.session(path, self.threads)
         return self._session
 

@@ -201,7 +201,7 @@ def train_korean_reader(args) -> int:
                  lr=args.lr or 1e-4, save_steps=args.save_steps, threads=args.threads,
                  group_by_length=recipe["group_by_length"], base="e5", init=english / rd.WEIGHTS)
     folder = tr.held_out_folder(args.data, "korquad", held_out, work / "held-out")
-    result = held_out_report(args, rd.Reader(out, threads=args.threads, members=(rd.WEIGHTS,)),
+    result = held_out_report(args, rd.korean_reader(out, threads=args.threads),
                              folder / "corpus.jsonl", "train-korquad-held-out", list(read_jsonl(folder / "qa.jsonl")),
                              work / "index")
     (out / "held_out.json").write_text(json.dumps({"held_out_articles": sorted(held_out), **result},
@@ -281,7 +281,7 @@ def cmd_train_confidence(args) -> int:
         raise SystemExit("rag train confidence needs --records: the records.jsonl of `rag eval qa` over train "
                          "questions (docs/results.md gives the command)")
     korean = args.lang == "ko"
-    reader_name = rd.Reader(rd.korean_path(), members=(rd.WEIGHTS,)).name if korean else rd.Reader.name
+    reader_name = rd.korean_reader().name if korean else rd.Reader.name
     model, report = train(read_jsonl(args.records), reader_name, args.c, korean)
     out = args.out or (KOREAN_PATH if korean else PATH)
     model.save(out)

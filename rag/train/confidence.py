@@ -20,15 +20,13 @@ from rag.text import is_korean
 MIN_ANSWERS = 20  # a bar needs at least this many train answers above it to be trusted
 
 
-def rows(records: Sequence[dict], reader_name: str, korean: bool = False
-         ) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """(features, right, article, record index) of every record of the language (English, or
-    Korean) with a candidate answer."""
+def rows(records: Sequence[dict], reader_name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """(features, right, article, record index) of every record with a candidate answer."""
     x, y, groups, idx = [], [], [], []
     for i, r in enumerate(records):
         answer = candidate(r)
-        if not answer or is_korean(r["inputs"]["question"]) != korean:
-            continue  # no answer to rate, or the other language's question (each has its own model)
+        if not answer:
+            continue  # no answer to rate
         o, inputs = r["outputs"], r["inputs"]
         support = min((v["score"] for v in o["verdicts"]), default=1.0)
         x.append(features(o["trace"], answer, o["model"] == reader_name, support))
@@ -86,8 +84,8 @@ def train(records: Sequence[dict], reader_name: str, c: float = 1.0, korean: boo
           ) -> tuple[Confidence, dict]:
     """The model fitted on every article, and the out-of-fold report of the whole procedure,
     over the records of one language (English, or Korean)."""
-    records = [r for r in records if is_korean(r["inputs"]["question"]) == korean]
-    x, y, groups, idx = rows(records, reader_name, korean)
+    records = [r for r in records if is_korean(r["inputs"]["question"]) == korean]  # each language its own model
+    x, y, groups, idx = rows(records, reader_name)
     if len(set(groups)) < 2 or y.all() or not y.any():
         raise ValueError("need right and wrong answers from at least two articles to fit the confidence")
     oof_p, oof_level = np.zeros(len(y)), [""] * len(y)
