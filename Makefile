@@ -10,6 +10,7 @@ demo: setup
 
 test: setup
 	bash scripts/system_deps.sh
+	.venv/bin/python -m pip install -q -e ".[cluster]"  # Ray, for the cluster tests (tests/test_ray*.py)
 	.venv/bin/lint-imports
 	.venv/bin/ruff check --select F rag ingest evals ui tests
 	.venv/bin/python -m pytest tests

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
+from evals.distributed import graded
 from evals.qa import load_done, subset
 from rag.jsonl import read_jsonl
 from rag.answer.judge import passage_hit
@@ -70,20 +69,27 @@ def run(settings, args) -> dict:
     with open(path, "w", encoding="utf-8") as f:  # drop a line cut by an interruption
         for rec in done.values():
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    verifier = make_judge_verifier(settings)
+    verifier = make_judge_verifier(settings)  # its name and bar for the metrics; it loads nothing yet
+    ray = getattr(args, "ray", None)
+    build = grader if ray else (lambda _settings: grader(settings, verifier))
     with open(path, "a", encoding="utf-8") as f:
-        for item in tqdm([it for it in items if it["id"] not in done], desc="judge", unit="item"):
-            rec = grade(verifier, item).__dict__
+        for rec in graded(settings, build, [it for it in items if it["id"] not in done], "judge", ray):
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             done[rec["id"]] = rec
-    records = [done[it["id"]] for it in items if it["id"] in done]
-    result = metrics(records)
+    scored = [done[it["id"]] for it in items if it["id"] in done]
+    result = metrics(scored)
     result.update({"judge": verifier.name, "threshold": verifier.threshold,
                    "data": str(data), "limit": args.limit})
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    write_judge_report(out, records, result)
+    write_judge_report(out, scored, result)
     return result
+
+
+def grader(settings, verifier=None):
+    """The function item -> record (evals.distributed's builder)."""
+    verifier = verifier or make_judge_verifier(settings)
+    return lambda item: grade(verifier, item).__dict__
 
 
 def write_judge_report(out: Path, records: list[dict], summary: dict) -> Path:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
+from evals.distributed import graded
 from rag import metrics as M
 from rag.config import Settings
 from rag.errors import InputError
@@ -86,20 +86,15 @@ def run(settings: Settings, args) -> dict:
     with open(records_path, "w", encoding="utf-8") as f:
         for rec in done.values():
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    # "full": the pipeline's own ranking (every enabled stage); otherwise one retriever alone
-    if mode == "full":
-        def retriever(question, k):
-            return svc.rank(question, collection, k)
-    else:
-        retriever = svc.retriever(collection, mode).retrieve
-    if not retrieval_only and mode == "full":
-        retriever = None  # answers carry the pipeline's ranking in their trace
+    ray = getattr(args, "ray", None)
+    build = partial(grader, collection=collection, mode=mode, retrieval_only=retrieval_only,
+                    **({} if ray else {"svc": svc}))  # Ray actors build their own service
+    todo = [it for it in items if it["qid"] not in done]
     with open(records_path, "a", encoding="utf-8") as f:
-        for item in tqdm([it for it in items if it["qid"] not in done], desc="questions", unit="q"):
-            rec = evaluate_item(svc, collection, item, retriever, retrieval_only)
-            f.write(json.dumps(rec.__dict__, ensure_ascii=False) + "\n")
+        for rec in graded(settings, build, todo, "questions", ray):
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
-            done[rec.id] = rec.__dict__
+            done[rec["id"]] = rec
     records = [done[it["qid"]] for it in items if it["qid"] in done]
     result = summarize(records, retrieval_only)
     result.update({"collection": collection, "mode": mode, "retrieval_only": retrieval_only,
@@ -123,6 +118,24 @@ def _grounding(records: list[dict], out: Path) -> dict:
 
 
 METRIC_HOOKS.append(_grounding)
+
+
+def grader(settings: Settings, collection: str, mode: str, retrieval_only: bool, svc=None):
+    """The function question -> record (evals.distributed's builder): a service (this one's,
+    or a new one on a Ray worker) and the retriever the mode asks for."""
+    if svc is None:
+        from rag.pipeline import RagService
+
+        svc = RagService(settings)
+    # "full": the pipeline's own ranking (every enabled stage); otherwise one retriever alone
+    if mode == "full":
+        def retriever(question, k):
+            return svc.rank(question, collection, k)
+    else:
+        retriever = svc.retriever(collection, mode).retrieve
+    if not retrieval_only and mode == "full":
+        retriever = None  # answers carry the pipeline's ranking in their trace
+    return lambda item: evaluate_item(svc, collection, item, retriever, retrieval_only).__dict__
 
 
 def evaluate_item(svc, collection: str, item: dict, retriever, retrieval_only: bool) -> EvalRecord:

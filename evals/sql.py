@@ -81,7 +81,7 @@ def make_generator(settings: Settings):
     if settings.backend == "fake":
         return ScriptedGenerator()
     return serving_generator(settings.sql_decoder or settings.decoder, settings.models_path, None,
-                             settings.threads, settings.dtype)
+                             settings.threads)
 
 
 def load_items(data: Path) -> list[dict]:

@@ -93,21 +93,38 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def ingest_paths(settings: Settings, store: Store, embedder: Embedder, paths: list[Path], collection: str,
-                 progress: bool = True, before_commit=None, on_progress: ProgressFn | None = None) -> IngestReport:
-    """Load, chunk, embed and commit `paths` into `collection` as one atomic change."""
+                 progress: bool = True, before_commit=None, on_progress: ProgressFn | None = None,
+                 ray: str | None = None) -> IngestReport:
+    """Load, chunk, embed and commit `paths` into `collection` as one atomic change. ray: the
+    address of a Ray cluster that loads, chunks and embeds instead of this process
+    (ingest.distributed); the plan and the commit are the same either way."""
     check_name(collection)
     notify = on_progress or (lambda stage, done, total: None)
     t0 = time.perf_counter()
     if not paths:
         raise InputError("nothing to ingest: give at least one file or folder")
     notify("loading", 0, len(paths))
-    docs, errors = load_paths(paths)
+    cluster, chunked = None, {}
+    if ray:
+        from ingest.distributed import RayWork
+
+        cluster = RayWork(settings, ray)
+        pairs, errors = cluster.load(paths)
+        docs = [d for d, _ in pairs]
+        chunked = {id(d): cs for d, cs in pairs}  # chunked where loaded; only the planned ones are used
+    else:
+        docs, errors = load_paths(paths)
     with collection_lock(settings.data_dir, collection):
         todo, replace, report = plan(store, collection, docs)
         report.errors = errors
-        new_docs = [(d, split_document(d, settings.chunk_size, settings.chunk_overlap)) for d in todo]
+        new_docs = [(d, chunked.get(id(d)) or split_document(d, settings.chunk_size, settings.chunk_overlap))
+                    for d in todo]
         texts = [c.text for _, cs in new_docs for c in cs]
-        vectors = embed_with_progress(embedder, texts, EMBED_BATCH, progress, notify)
+        if cluster is not None:
+            notify("embedding", 0, len(texts))
+            vectors = cluster.embed(texts, embedding_batches(texts, EMBED_BATCH), embedder.name, embedder.dim)
+        else:
+            vectors = embed_with_progress(embedder, texts, EMBED_BATCH, progress, notify)
         items, pos = [], 0
         for d, cs in new_docs:
             items.append(NewDocument(d, cs, vectors[pos:pos + len(cs)], [tokenize(c.text) for c in cs]))
@@ -153,18 +170,24 @@ def embed_with_progress(embedder: Embedder, texts: list[str], batch: int, progre
                         notify: ProgressFn | None = None):
     import numpy as np
 
-    # Shortest first, so each batch holds texts of similar length and little of it is padding
-    # (an encoder pads a batch to its longest text); the rows go back to the texts' order.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), embedder.dim), np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress or not texts) as bar:
-        for i in range(0, len(texts), batch):
-            rows = order[i:i + batch]
+        done = 0
+        for rows in embedding_batches(texts, batch):
             out[rows] = embedder.embed_passages([texts[j] for j in rows])
             bar.update(len(rows))
+            done += len(rows)
             if notify:
-                notify("embedding", min(i + batch, len(texts)), len(texts))
+                notify("embedding", done, len(texts))
     return out
+
+
+def embedding_batches(texts: list[str], batch: int) -> list[list[int]]:
+    """The texts' positions in embedding batches, shortest first, so each batch holds texts of
+    similar length and little of it is padding (an encoder pads a batch to its longest text);
+    the rows go back to the texts' order. The local and the Ray path use the same batches."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
 
 
 def delete_documents(settings: Settings, store: Store, ref: str, collection: str) -> list[str]:

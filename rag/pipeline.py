@@ -60,7 +60,7 @@ class RagService:
             else:
                 self._generator = serving_generator(self.settings.decoder, self.settings.models_path,
                                                     adapter_path(self.settings), self.settings.threads,
-                                                    self.settings.dtype, self.settings.decoder_quant)
+                                                    self.settings.decoder_quant)
         return self._generator
 
     def retriever(self, collection: str, mode: str = "auto") -> HybridRetriever:

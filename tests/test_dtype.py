@@ -48,7 +48,6 @@ def test_the_setting_reads_rag_dtype_and_rejects_others(monkeypatch):
 
 
 def test_the_service_hands_the_setting_to_the_torch_models(tmp_path):
-    from rag.models.decoder import HFGenerator
     from rag.models.llama import LlamaCppGenerator, serving_generator
     from rag.pipeline import RagService
 
@@ -56,6 +55,6 @@ def test_the_service_hands_the_setting_to_the_torch_models(tmp_path):
     # All are built lazily: nothing is loaded here.
     assert svc.reader.dtype == "float32"
     assert isinstance(svc.generator, LlamaCppGenerator)  # llama.cpp picks its kernels itself
-    # a LoRA adapter runs on transformers, in the chosen dtype
-    with_adapter = serving_generator(svc.settings.decoder, tmp_path, tmp_path / "adapter", 2, "float32")
-    assert isinstance(with_adapter, HFGenerator) and with_adapter.dtype == "float32"
+    # a LoRA adapter runs on llama.cpp too (converted to a GGUF LoRA when it loads)
+    with_adapter = serving_generator(svc.settings.decoder, tmp_path, tmp_path / "adapter", 2)
+    assert isinstance(with_adapter, LlamaCppGenerator) and with_adapter.adapter == tmp_path / "adapter"

@@ -87,3 +87,33 @@ def test_q4_0_is_prepared_once_and_reads_close_to_the_shipped_weights(decoders):
     messages = build_messages("When was the light automated?", hits(PASSAGE))
     assert 0.97 < cosine(q4.states(messages, "", [14])[14], llama.states(messages, "", [14])[14]) < 0.9999
     assert "1962" in q4.generate(messages, 24).text
+
+
+def test_a_lora_adapter_reaches_llama_cpp_as_transformers_merges_it(decoders, tmp_path):
+    """The shipped experimental adapter, converted once to a GGUF LoRA (rag.models.adapter.adapter_gguf)
+    and applied by llama.cpp beside the quantized weights: the same greedy answers as transformers
+    with the adapter merged into float32 weights, and not the base model's. A truncated
+    conversion is detected and rebuilt."""
+    from pathlib import Path
+
+    from rag.models.adapter import adapter_gguf
+    from rag.models.decoder import HFGenerator
+    from rag.models.llama import LlamaCppGenerator, served_gguf
+
+    s = Settings()
+    adapter = Path(__file__).parents[1] / "rag/models/adapters/experimental/qwen2.5-coder-0.5b"
+    base, _ = decoders
+    tuned = LlamaCppGenerator(s.decoder, s.models_path, 2, adapter=adapter)
+    merged = HFGenerator(s.decoder, s.models_path, adapter, 2, "float32")
+    answers = []
+    for q in ("When was the light automated?", "Who designed the lighthouse?", "What color is the lighthouse?"):
+        messages = build_messages(q, hits(PASSAGE))
+        t = tuned.generate(messages, 24).text
+        assert t == merged.generate(messages, 24).text
+        answers.append((base.generate(messages, 24).text, t))
+    assert any(b != t for b, t in answers)  # the adapter changes what the decoder says
+    shipped = served_gguf(s.decoder, s.models_path)
+    lora = adapter_gguf(adapter, s.decoder, shipped, tmp_path)
+    lora.write_bytes(lora.read_bytes()[:1000])  # truncated: rebuilt on the next call, never loaded
+    assert adapter_gguf(adapter, s.decoder, shipped, tmp_path).stat().st_size > 1000
+

@@ -28,7 +28,7 @@ def cmd_ingest(args) -> int:
 
     svc = _service(args)
     report = ingest_paths(svc.settings, svc.store, svc.embedder(), [Path(p) for p in args.paths],
-                          args.collection, progress=not args.json)
+                          args.collection, progress=not args.json, ray=args.ray)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if args.json else report.summary())
     return 0 if not report.errors or report.added or report.replaced or report.unchanged else 1
 
@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("paths", nargs="+")
     a.add_argument("--collection", default="default")
     a.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="load, chunk and embed on a Ray cluster: auto (the one `ray start` runs here, or "
+                        "RAY_ADDRESS), host:port, or local (this machine's cores)")
     a.set_defaults(fn=cmd_ingest)
 
     a = sub.add_parser("ask", help="answer a question from a collection")

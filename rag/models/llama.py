@@ -2,7 +2,7 @@
 memory-mapped and quantized, with no de-quantization to dense weights and no torch.
 
 Measured against the transformers path (rag.models.decoder.HFGenerator, which now serves only
-adapters and training) on an AVX2-only CPU, 2 threads: decode 46 vs 11 tokens/s, load 3 s vs
+training) on an AVX2-only CPU, 2 threads: decode 46 vs 11 tokens/s, load 3 s vs
 over a minute on a fresh data folder, a third of the resident memory; the prompt's tokens are
 identical and the hidden states the probes read agree to cosine 0.9999 (tests/test_llama.py),
 so the probes fitted on the transformers states keep their meaning.
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import ModelError
-from rag.models.decoder import Generation, Generator, HFGenerator
+from rag.models.decoder import Generation, Generator
 from rag.models.weights import decoder_gguf
 
 N_CTX = 8192  # prompts are four passages (~700 tokens), SQL schemas a few thousand
@@ -88,12 +88,15 @@ def _ggml():
 class LlamaCppGenerator:
     """A packaged decoder run by llama.cpp; the Generator protocol of rag.models.decoder."""
 
-    def __init__(self, decoder: str, cache_dir: Path, threads: int = 0, quant: str = "shipped"):
+    def __init__(self, decoder: str, cache_dir: Path, threads: int = 0, quant: str = "shipped",
+                 adapter: Path | None = None):
         self.decoder = decoder
         self.quant = quant
         self.cache_dir = cache_dir
         self.threads = threads or os.cpu_count() or 1
-        self.name = decoder  # the probes are keyed by it: the states are the transformers path's
+        self.adapter = adapter  # a LoRA adapter of `rag finetune`, converted to GGUF at load
+        # the probes are keyed by the name: the states are the transformers path's
+        self.name = decoder + (f"+lora:{adapter.name}" if adapter else "")
         self._ctx = None
         self._lock = threading.Lock()  # one context: one decode at a time
         self._want: dict[bytes, int] = {}  # tensor name -> layer, read by the eval callback
@@ -125,6 +128,14 @@ class LlamaCppGenerator:
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             raise ModelError(f"llama.cpp could not create a context for {self.decoder}")
+        if self.adapter is not None:
+            from rag.models.adapter import adapter_gguf
+
+            lora_file = adapter_gguf(self.adapter, self.decoder, gguf, self.cache_dir)
+            self._lora = L.llama_adapter_lora_init(model, str(lora_file).encode())
+            if not self._lora or L.llama_set_adapter_lora(ctx, self._lora, 1.0) != 0:
+                raise ModelError(f"llama.cpp could not apply adapter {self.adapter} ({lora_file.name}); "
+                                 "delete that file to convert it again, or set RAG_ADAPTER=none")
         self._model, self._vocab = model, L.llama_model_get_vocab(model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._template = self._chat_template(L.llama_model_chat_template(model, None))
@@ -280,9 +291,7 @@ class LlamaCppGenerator:
 
 
 def serving_generator(decoder: str, cache_dir: Path, adapter: Path | None = None, threads: int = 0,
-                      dtype: str = "auto", quant: str = "shipped") -> Generator:
-    """The decoder as the service runs it: llama.cpp; with a LoRA adapter, transformers (adapters
-    are trained and merged there; they do not reach the GGUF yet)."""
-    if adapter is not None:
-        return HFGenerator(decoder, cache_dir, adapter, threads, dtype)
-    return LlamaCppGenerator(decoder, cache_dir, threads, quant)
+                      quant: str = "shipped") -> Generator:
+    """The decoder as the service runs it: llama.cpp, with its LoRA adapter if one is set (trained
+    with transformers, converted to a GGUF LoRA once: rag.models.adapter.adapter_gguf)."""
+    return LlamaCppGenerator(decoder, cache_dir, threads, quant, adapter)

@@ -107,7 +107,7 @@ def sql_generator(service):
     if getattr(service, "_sql_generator", None) is None:
         from rag.models.llama import serving_generator
 
-        service._sql_generator = serving_generator(name, s.models_path, None, s.threads, s.dtype)
+        service._sql_generator = serving_generator(name, s.models_path, None, s.threads)
     return service._sql_generator
 
 
