@@ -22,9 +22,8 @@ from collections import Counter
 from itertools import permutations
 from pathlib import Path
 
-from tqdm import tqdm
-
 from rag import metrics as M
+from evals.distributed import graded
 from evals.qa import load_done, subset
 from rag.config import Settings
 from rag.errors import InputError
@@ -95,60 +94,26 @@ def load_items(data: Path) -> list[dict]:
 
 
 def run(settings: Settings, args, generator=None) -> dict:
-    from rag.sql.agent import SqlAgent
-    from rag.sql.execute import QueryError, ReadOnlyDatabase
-    from rag.sql.schema import introspect
-
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     items = subset(load_items(data), getattr(args, "limit", None), "qid")
-    gen = generator or make_generator(settings)
+    ray = getattr(args, "ray", None)
+    gen = None if ray else (generator or make_generator(settings))  # Ray actors load their own
     records_path = out / "records.jsonl"
     done = load_done(records_path)
     with open(records_path, "w", encoding="utf-8") as f:
         for rec in done.values():
             f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
-    dbs: dict[str, tuple] = {}
     todo = [it for it in items if it["qid"] not in done]
+    local = None if ray else SqlGrader(settings, gen)
     with open(records_path, "a", encoding="utf-8") as f:
-        for it in tqdm(todo, desc="sql", disable=not todo):
-            path = Path(it["db_path"])
-            if it["db_id"] not in dbs:
-                db = ReadOnlyDatabase(str(path), settings.sql_timeout_s, EVAL_MAX_ROWS)
-                dbs[it["db_id"]] = (db, introspect(db))
-            db, schema = dbs[it["db_id"]]
-            before = file_state(path)
-            gold_rows, gold_error = None, None
-            try:
-                gold_rows = list(db.execute(it["gold_sql"]).rows)
-            except QueryError as e:
-                gold_error = str(e)
-            outcome = SqlAgent(gen, db, schema).run(it["question"])
-            final = outcome.final
-            pred_rows = list(final.result.rows) if final is not None else None
-            ordered = gold_orders(it["gold_sql"])
-            ok = pred_rows is not None and gold_rows is not None
-            correct = ok and results_match(pred_rows, gold_rows, ordered)
-            correct_strict = ok and results_match(pred_rows, gold_rows, ordered, any_column_order=False)
-            rec = {
-                "id": it["qid"], "db_id": it["db_id"], "question": it["question"], "gold_sql": it["gold_sql"],
-                "pred_sql": final.safe_sql if final is not None else None,
-                "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error, "fixed_columns": a.fixed_columns,
-                              "dropped_joins": a.dropped_joins,
-                              "rows": None if a.result is None else len(a.result.rows)} for a in outcome.attempts],
-                "repaired": len(outcome.attempts) > 1, "linked_tables": outcome.tables,
-                "valid_sql": final is not None, "correct": bool(correct), "correct_strict": bool(correct_strict),
-                "gold_error": gold_error,
-                "pred_rows": None if pred_rows is None else [list(r) for r in pred_rows[:5]],
-                "gold_rows": None if gold_rows is None else [list(r) for r in gold_rows[:5]],
-                "latency_s": outcome.seconds, "write_detected": file_state(path) != before,
-            }
+        for rec in graded(settings, SqlGrader if ray else (lambda _settings: local), todo, "sql", ray):
             f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
             f.flush()
             done[rec["id"]] = rec
-    for db, _schema in dbs.values():
-        db.dispose()
+    if local is not None:
+        local.close()
 
     recs = [done[it["qid"]] for it in items if it["qid"] in done]
     if _rescore_old(recs, items, settings):
@@ -169,11 +134,62 @@ def run(settings: Settings, args, generator=None) -> dict:
         "writes_executed": sum(r["write_detected"] for r in recs),
         "gold_errors": sum(r["gold_error"] is not None for r in recs),
         "latency_p50_s": M.percentile(lat, 50), "latency_p95_s": M.percentile(lat, 95),
-        "per_db": per_db, "model": getattr(gen, "name", ""),
+        "per_db": per_db, "model": getattr(gen or make_generator(settings), "name", ""),
         "max_new_tokens": MAX_NEW_TOKENS, "limit": getattr(args, "limit", None),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+class SqlGrader:
+    """The function item -> record (evals.distributed's builder): the agent's SQL and the gold
+    SQL run read-only on the item's database (each opened once), results compared."""
+
+    def __init__(self, settings: Settings, generator=None):
+        self.settings = settings
+        self.gen = generator or make_generator(settings)
+        self.dbs: dict[str, tuple] = {}
+
+    def close(self) -> None:
+        for db, _schema in self.dbs.values():
+            db.dispose()
+
+    def __call__(self, it: dict) -> dict:
+        from rag.sql.agent import SqlAgent
+        from rag.sql.execute import QueryError, ReadOnlyDatabase
+        from rag.sql.schema import introspect
+
+        path = Path(it["db_path"])
+        if it["db_id"] not in self.dbs:
+            db = ReadOnlyDatabase(str(path), self.settings.sql_timeout_s, EVAL_MAX_ROWS)
+            self.dbs[it["db_id"]] = (db, introspect(db))
+        db, schema = self.dbs[it["db_id"]]
+        before = file_state(path)
+        gold_rows, gold_error = None, None
+        try:
+            gold_rows = list(db.execute(it["gold_sql"]).rows)
+        except QueryError as e:
+            gold_error = str(e)
+        outcome = SqlAgent(self.gen, db, schema).run(it["question"])
+        final = outcome.final
+        pred_rows = list(final.result.rows) if final is not None else None
+        ordered = gold_orders(it["gold_sql"])
+        ok = pred_rows is not None and gold_rows is not None
+        correct = ok and results_match(pred_rows, gold_rows, ordered)
+        correct_strict = ok and results_match(pred_rows, gold_rows, ordered, any_column_order=False)
+        return {
+            "id": it["qid"], "db_id": it["db_id"], "question": it["question"], "gold_sql": it["gold_sql"],
+            "pred_sql": final.safe_sql if final is not None else None,
+            "attempts": [{"raw": a.raw, "sql": a.sql, "error": a.error, "fixed_columns": a.fixed_columns,
+                          "dropped_joins": a.dropped_joins,
+                          "rows": None if a.result is None else len(a.result.rows)} for a in outcome.attempts],
+            "repaired": len(outcome.attempts) > 1, "linked_tables": outcome.tables,
+            "valid_sql": final is not None, "correct": bool(correct), "correct_strict": bool(correct_strict),
+            "gold_error": gold_error,
+            "pred_rows": None if pred_rows is None else [list(r) for r in pred_rows[:5]],
+            "gold_rows": None if gold_rows is None else [list(r) for r in gold_rows[:5]],
+            "latency_s": outcome.seconds, "write_detected": file_state(path) != before,
+        }
 
 
 def _rescore_old(recs: list[dict], items: list[dict], settings: Settings) -> bool:

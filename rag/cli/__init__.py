@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--unanswerable-share", type=float, default=None,
                    help="qa with --limit: take this share of the subset from the unanswerable questions")
     a.add_argument("--retrieval-only", action="store_true", help="qa: skip generation")
+    a.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="qa/judge/sql: grade on a Ray cluster, one loaded pipeline per worker: auto, host:port or local")
     a.add_argument("--mode", dest="retrieval_mode", default="full",
                    choices=["full", "hybrid", "dense", "lexical", "graph"],
                    help="qa/retrieval: one retriever alone, or the full pipeline's ranking (default)")

@@ -60,7 +60,7 @@ def _metadata():
 
 
 def backup(settings: Settings, target: Path) -> dict:
-    from sqlalchemy import select
+    from sqlalchemy import inspect, select
 
     from rag.store.collection import collection_lock, version_dir
     from rag.store.metadata import Store
@@ -75,8 +75,10 @@ def backup(settings: Settings, target: Path) -> dict:
             locks.enter_context(collection_lock(settings.data_dir, c.name))
         counts = {}
         with store.engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
             for table in meta.sorted_tables:
-                rows = conn.execute(select(table)).mappings().all()
+                # a table the product never created here (no API ran on it yet) has no rows
+                rows = conn.execute(select(table)).mappings().all() if table.name in present else []
                 with open(target / "rows" / f"{table.name}.jsonl", "w", encoding="utf-8") as out:
                     for row in rows:
                         out.write(json.dumps({k: _encode(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
