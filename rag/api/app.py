@@ -12,6 +12,8 @@ rag.api.extras. OpenAPI docs are at /docs."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -119,9 +121,12 @@ def build_state(settings: Settings, metrics: Metrics) -> ApiState:
         keys.bootstrap_admin(settings.admin_key.get_secret_value())
     if settings.warm_models:
         svc.warm()  # lazy first use from two request threads at once would race
-    return ApiState(settings, svc, keys, RateLimiter(settings.rate_limit_per_minute), JobManager(svc.store), metrics,
+    return ApiState(settings, svc, keys, RateLimiter(svc.store, settings.rate_limit_per_minute), JobManager(svc.store), metrics,
                     Admission(settings.answer_slots, settings.answer_queue, settings.answer_wait_s),
                     Admission(SEARCH_SLOTS, SEARCH_QUEUE, settings.answer_wait_s, "searches"))
+
+
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"  # which process answered (one of several replicas)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -174,7 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz(request: Request):
         st = state(request)
         return {"status": "ok", "backend": st.settings.backend, "model": st.svc.generator.name,
-                "collections": len(st.svc.store.collections())}
+                "collections": len(st.svc.store.collections()), "instance": INSTANCE}
 
     @app.get("/metrics", tags=["service"], include_in_schema=False)
     def prometheus_metrics(request: Request):

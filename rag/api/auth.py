@@ -6,8 +6,8 @@ request). Each key holds rights on named collections: "read" (ask, search, list)
 "write" (also upload, ingest, delete). An admin key may do everything, including
 managing keys. `RAG_ADMIN_KEY` bootstraps the first admin at start-up.
 
-Limits: the rate limiter is in-process (one bucket per key per API process); several API
-replicas would each allow the full rate."""
+Limits: the rate limiter keeps its state in the metadata database, so API replicas over one
+database share each key's allowance."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import hashlib
 import hmac
 import math
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, delete, select
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, case, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rag.store.collection import check_name
@@ -149,24 +150,44 @@ class KeyStore:
             return Principal(row.name, row.admin, dict(row.rights or {}))
 
 
-class RateLimiter:
-    """Token bucket per key: `per_minute` requests a minute, bursts up to the same number."""
+class RateLimitRow(Base):
+    """One row per key: the limiter's state, shared by every API process on the database."""
 
-    def __init__(self, per_minute: int, clock=time.monotonic):
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
+    __tablename__ = "rate_limits"
+    who: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float)  # theoretical arrival time of the next request (epoch s)
+
+
+class RateLimiter:
+    """`per_minute` requests a minute per key, bursts up to the same number, counted in the
+    metadata database so that every replica of the API (`rag serve --replicas`) draws on the
+    same allowance.
+
+    The generic cell rate algorithm (GCRA): one number per key, the time at which its bucket
+    would be full again; a request moves it on by 60/per_minute seconds and is refused when
+    that lands more than a whole bucket ahead of now. Allowing and counting are one UPSERT, so
+    two processes cannot both take the last token. The clock is the wall clock (time.time),
+    the one the replicas share."""
+
+    def __init__(self, store: Store, per_minute: int, clock=time.time):
+        self.store = store
+        self.interval = 60.0 / per_minute
+        self.capacity = per_minute
         self.clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+        Base.metadata.create_all(store.engine, tables=[RateLimitRow.__table__])
 
     def check(self, who: str) -> None:
         now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.get(who, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1.0:
-                self._buckets[who] = (tokens, now)
-                wait = (1.0 - tokens) / self.rate
-                raise RateLimitError(f"rate limit of {int(self.capacity)} requests a minute exceeded for "
-                                     f"key {who!r}; retry in {wait:.1f}s", retry_after=math.ceil(wait))
-            self._buckets[who] = (tokens - 1.0, now)
+        t = RateLimitRow.__table__
+        start = case((t.c.tat > now, t.c.tat), else_=now)  # max(tat, now) in SQLite and PostgreSQL alike
+        insert = (sqlite_insert if self.store.engine.dialect.name == "sqlite" else pg_insert)(t)
+        step = insert.values(who=who, tat=now + self.interval).on_conflict_do_update(
+            index_elements=[t.c.who], set_={"tat": start + self.interval},
+            where=start + self.interval - now <= self.capacity * self.interval).returning(t.c.tat)
+        with self.store.transaction() as s:
+            if s.execute(step).first() is not None:
+                return
+            tat = s.scalar(select(t.c.tat).where(t.c.who == who))
+        wait = max(tat + self.interval - now - self.capacity * self.interval, 0.0)
+        raise RateLimitError(f"rate limit of {self.capacity} requests a minute exceeded for "
+                             f"key {who!r}; retry in {wait:.1f}s", retry_after=max(1, math.ceil(wait)))

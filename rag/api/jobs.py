@@ -2,15 +2,18 @@
 
 One worker thread per app: ingest and evaluation are CPU-bound and the machine has few
 cores, so jobs run one after another rather than fighting for them. Each job is also a row
-of the metadata database, written when it is queued, starts and ends (live progress stays in
-memory): a restarted API still reports finished jobs, and marks the ones it was running or
-had queued when it stopped as failed, saying so.
+of the metadata database, written when it is queued, starts and ends, and every HEARTBEAT_S
+while it waits or runs (with its progress): any replica of the API reports any job, and a job
+whose process stopped (a dead pid on this host, or no heartbeat for STALE_S) is reported failed,
+saying so, by whichever process reads it first.
 
 An ingest job is one atomic commit (ingest.build.ingest_paths); its progress callback
 moves stage, done/total and the ETA while files load and chunks embed."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import traceback
@@ -46,6 +49,12 @@ class JobRow(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     errors: Mapped[list] = mapped_column(JSON, default=list)
     result: Mapped[dict] = mapped_column(JSON, default=dict)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # last sign of its process
+    process: Mapped[str | None] = mapped_column(String(200), nullable=True)  # "host:pid" running it
+
+
+HEARTBEAT_S = 5.0  # how often a process writes its waiting and running jobs' progress
+STALE_S = 60.0  # a waiting or running job silent this long belongs to a process that stopped
 
 
 @dataclass
@@ -87,23 +96,45 @@ _FIELDS = ("kind", "collection", "owner", "status", "stage", "done", "total", "s
 
 
 class JobManager:
-    def __init__(self, store: Store | None = None):
+    def __init__(self, store: Store | None = None, clock=time.time):
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-job")
         self.store = store  # None: memory only (tests of the job mechanics)
+        self.clock = clock
+        self._stop = threading.Event()
         if store is not None:
             Base.metadata.create_all(store.engine, tables=[JobRow.__table__])
-            with store.transaction() as s:  # jobs of a process that stopped: they will never finish
-                for row in s.scalars(select(JobRow).where(JobRow.status.in_(("queued", "running")))):
-                    row.status, row.stage, row.finished_at = "failed", "interrupted", time.time()
+            _add_heartbeat_column(store)
+            self._fail_stale()
+            threading.Thread(target=self._beat, name="rag-job-heartbeat", daemon=True).start()
+
+    def _fail_stale(self, job_id: str | None = None) -> None:
+        """Jobs of a process that stopped (no heartbeat for STALE_S): they will never finish."""
+        with self.store.transaction() as s:
+            q = select(JobRow).where(JobRow.status.in_(("queued", "running")))
+            for row in s.scalars(q if job_id is None else q.where(JobRow.id == job_id)):
+                if row.id not in self._jobs and (_gone(row.process) or (row.heartbeat_at or 0.0) < self.clock() - STALE_S):
+                    row.status, row.stage, row.finished_at = "failed", "interrupted", self.clock()
                     row.errors = [*row.errors, {"path": "", "reason": INTERRUPTED}]
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                live = [j for j in self._jobs.values() if j.status in ("queued", "running")]
+            for job in live:
+                try:
+                    job.to_dict()  # reads its live progress
+                    self._save(job)
+                except Exception:  # noqa: BLE001 - the database may be down; the next beat tries again
+                    traceback.print_exc()
 
     def _save(self, job: Job) -> None:
         if self.store is None:
             return
         with self.store.transaction() as s:  # insert or update by id
-            s.merge(JobRow(id=job.id, **{name: getattr(job, name) for name in _FIELDS}))
+            s.merge(JobRow(id=job.id, heartbeat_at=self.clock(), process=PROCESS,
+                           **{name: getattr(job, name) for name in _FIELDS}))
 
     def submit(self, kind: str, collection: str, owner: str, work: Callable[[Job], None], total: int = 0) -> Job:
         job = Job(uuid.uuid4().hex[:16], kind, collection, owner, total=total)
@@ -137,7 +168,8 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None and self.store is not None:  # a job of an earlier run of the API
+        if job is None and self.store is not None:  # another replica's job, or one of an earlier run
+            self._fail_stale(job_id)
             with self.store.transaction() as s:
                 row = s.get(JobRow, job_id)
                 if row is not None:
@@ -155,7 +187,37 @@ class JobManager:
         return job
 
     def shutdown(self) -> None:
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(process: str | None) -> bool:
+    """Whether the process that ran a job is known to have stopped: it ran on this host and
+    its pid is no longer alive (a process on another host is judged by its heartbeat)."""
+    host, _, pid = (process or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _add_heartbeat_column(store: Store) -> None:
+    """A jobs table made before heartbeats gains their columns (its old rows have none: stale)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(store.engine).get_columns("jobs")}
+    for name, kind in (("heartbeat_at", "FLOAT"), ("process", "VARCHAR(200)")):
+        if name not in have:
+            with store.engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {kind}"))
 
 
 def ingest_work(svc, files: list[Path], collection: str) -> Callable[[Job], None]:

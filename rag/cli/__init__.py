@@ -77,13 +77,21 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from evals.bench import run
+    if args.scale_out:
+        from evals.bench_scale import run
+    else:
+        from evals.bench import run
 
     run(Settings(), args)
     return 0
 
 
 def cmd_serve(args) -> int:
+    if args.replicas > 1 or args.ray:
+        from rag.api.replicas import serve_replicas
+
+        serve_replicas(Settings(), args.replicas, args.host, args.port, args.ray or "local")
+        return 0
     import uvicorn
 
     from rag.api.app import create_app
@@ -142,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--repeats", type=int, default=5)
     a.add_argument("--sizes", default="10000,100000", help="chunk counts for retrieval latency")
     a.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    a.add_argument("--scale-out", action="store_true",
+                   help="only ingest and evaluation throughput on Ray with 1 and 2 workers (OUT/scale-out.md)")
     a.add_argument("--peer", metavar="PYTHON", help="the Python of the stock LangChain pipeline's virtual "
                    "environment (../shared/peer-baseline/README.md): adds the side-by-side table")
     a.set_defaults(fn=cmd_bench)
@@ -149,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("serve", help="run the REST API")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--replicas", type=int, default=1,
+                   help="run N copies of the API on Ray Serve behind this address (they share the database "
+                        "and the data folder: use PostgreSQL across machines)")
+    a.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="the Ray cluster for --replicas: auto, host:port, or local (default: local)")
     a.set_defaults(fn=cmd_serve)
 
     for name in EXTENSIONS:
