@@ -337,10 +337,14 @@ def run(settings: Settings, args) -> dict:
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         result["serving_peak_mb"] = pool.apply(serving_peak)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = Path(args.out)
+    return write(Path(args.out), "benchmarks", result, render)
+
+
+def write(out: Path, name: str, result: dict, render) -> dict:
+    """OUT/<name>.json and OUT/<name>.md (the table), printed too."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks.json").write_text(json.dumps(result, indent=1))
-    (out / "benchmarks.md").write_text(render(result))
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(render(result))
     print(render(result))
     return result
 
@@ -426,5 +430,9 @@ def render(r: dict) -> str:
               "is bandwidth-bound: the floor is one pass over the vectors. Decoding is bandwidth-bound: "
               "the bound reads every weight once per token (as stored in the GGUF); prefill is "
               "FLOP-bound. The machine limits are those measured in shared/MODELS.md (bf16 GEMM rate, "
-              "memory bandwidth), so on another CPU the bounds are indicative only.", ""]
+              "memory bandwidth), so on another CPU the bounds are indicative only.", "",
+              "## Scale-out on Ray", "",
+              "Ingest and evaluation throughput with 1 and 2 Ray workers, Ray's own cost per item and a "
+              "paper estimate for 10 and 100 workers: `rag bench --scale-out` writes `benchmarks-scale-out.md` "
+              "(docs/scale-out.md says what runs where).", ""]
     return "\n".join(lines)

@@ -57,9 +57,12 @@ class RayWork:
     """The loading, chunking and embedding of ingest.build.ingest_paths, on a Ray cluster."""
 
     def __init__(self, settings: Settings, address: str):
+        import logging
+
         self.settings = settings
         self.ray = connect(address)
         self.workers = workers(self.ray)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its progress bars stay; its log lines go
 
     def load(self, paths: list[Path]) -> tuple[list[tuple[Document, list[Chunk]]], list[LoadError]]:
         files = [str(p) for p in iter_files(paths)]
@@ -83,8 +86,9 @@ class RayWork:
                                       override_num_blocks=min(len(batches), 4 * self.workers))
         threads = max(1, int(self.ray.cluster_resources().get("CPU", 1)) // self.workers)
         settings = self.settings.model_copy(update={"threads": threads})
-        embedded = ds.map_batches(_Embed, fn_constructor_kwargs={"settings": settings, "embedder": embedder}, batch_size=1,
-                                  batch_format="numpy", concurrency=self.workers, num_cpus=threads)
+        embedded = ds.map_batches(_Embed, fn_constructor_kwargs={"settings": settings, "embedder": embedder},
+                                  batch_size=1, batch_format="numpy", num_cpus=threads,
+                                  compute=self.ray.data.ActorPoolStrategy(size=min(self.workers, len(batches))))
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             out[batch["i"]] = batch["vector"]
         return out

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--sizes", default="10000,100000", help="chunk counts for retrieval latency")
     a.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     a.add_argument("--scale-out", action="store_true",
-                   help="only ingest and evaluation throughput on Ray with 1 and 2 workers (OUT/scale-out.md)")
+                   help="only ingest and evaluation throughput on Ray with 1 and 2 workers (OUT/benchmarks-scale-out.md)")
     a.add_argument("--peer", metavar="PYTHON", help="the Python of the stock LangChain pipeline's virtual "
                    "environment (../shared/peer-baseline/README.md): adds the side-by-side table")
     a.set_defaults(fn=cmd_bench)
