@@ -33,14 +33,14 @@ def _corpus(folder: Path, n: int) -> Path:
     return f
 
 
-def _cluster(workers: int | None):
+def _cluster(workers: int | None) -> bool:
+    """A Ray cluster of `workers` CPUs started in this process (none for the local runs)."""
     import ray
 
     ray.shutdown()
     if workers:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        return "auto-started"
-    return None
+    return bool(workers)
 
 
 def ingest_once(settings: Settings, n: int, workers: int | None) -> tuple[float, int]:
@@ -51,10 +51,10 @@ def ingest_once(settings: Settings, n: int, workers: int | None) -> tuple[float,
         f = _corpus(Path(tmp), n)
         s = settings.model_copy(update={"data_dir": Path(tmp) / "var", "model_dir": settings.models_path})
         svc = RagService(s)
-        address = _cluster(workers)
+        on_ray = _cluster(workers)
         t0 = time.perf_counter()
         rep = ingest_paths(s, svc.store, svc.embedder(), [f], "bench", progress=False,
-                           ray="auto" if address else None)
+                           ray="auto" if on_ray else None)
         return time.perf_counter() - t0, rep.chunks
 
 
@@ -64,9 +64,9 @@ def eval_once(settings: Settings, n: int, workers: int | None) -> tuple[float, i
     from evals import qa
 
     with tempfile.TemporaryDirectory() as tmp:
-        address = _cluster(workers)
+        on_ray = _cluster(workers)
         args = SimpleNamespace(data=str(SQUAD), out=str(Path(tmp) / "out"), limit=n, retrieval_only=True,
-                               ray="auto" if address else None)
+                               ray="auto" if on_ray else None)
         t0 = time.perf_counter()
         m = qa.run(settings, args)
         return time.perf_counter() - t0, m["n"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
-from rag.cluster import connect, workers
+from rag.cluster import connect, cpus_each, workers
 from rag.config import Settings
 
 Builder = Callable[[Settings], Callable[[dict], dict]]
@@ -41,7 +41,7 @@ def graded(settings: Settings, build: Builder, todo: list[dict], desc: str, ray:
     from ray.util import ActorPool
 
     n = min(workers(cluster), len(todo))
-    threads = max(1, int(cluster.cluster_resources().get("CPU", 1)) // n)
+    threads = cpus_each(cluster, n)
     actor = cluster.remote(num_cpus=threads)(_Grader)
     each = settings.model_copy(update={"threads": threads})
     pool = ActorPool([actor.remote(build, each) for _ in range(n)])

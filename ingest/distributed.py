@@ -22,7 +22,7 @@ import numpy as np
 
 from ingest.chunk import split_document
 from ingest.load import LoadError, iter_files, load_paths
-from rag.cluster import connect, workers
+from rag.cluster import connect, cpus_each, workers
 from rag.config import Settings
 from rag.types import Chunk, Document
 
@@ -84,7 +84,7 @@ class RayWork:
             return out
         ds = self.ray.data.from_items([{"ids": rows, "texts": [texts[j] for j in rows]} for rows in batches],
                                       override_num_blocks=min(len(batches), 4 * self.workers))
-        threads = max(1, int(self.ray.cluster_resources().get("CPU", 1)) // self.workers)
+        threads = cpus_each(self.ray, self.workers)
         settings = self.settings.model_copy(update={"threads": threads})
         embedded = ds.map_batches(_Embed, fn_constructor_kwargs={"settings": settings, "embedder": embedder},
                                   batch_size=1, batch_format="numpy", num_cpus=threads,

@@ -41,6 +41,11 @@ def connect(address: str):
     return ray
 
 
-def workers(ray, cpus_each: int = 1) -> int:
-    """How many single-model workers the cluster holds: its CPUs, `cpus_each` per worker."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_each)
+def workers(ray) -> int:
+    """How many single-model workers the cluster holds: one per CPU."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cpus_each(ray, n: int) -> int:
+    """Each of `n` workers' whole share of the cluster's CPUs (its model's threads), at least one."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // n)

@@ -105,12 +105,12 @@ class JobManager:
         self._stop = threading.Event()
         if store is not None:
             Base.metadata.create_all(store.engine, tables=[JobRow.__table__])
-            _add_heartbeat_column(store)
+            _add_missing_columns(store)
             self._fail_stale()
             threading.Thread(target=self._beat, name="rag-job-heartbeat", daemon=True).start()
 
     def _fail_stale(self, job_id: str | None = None) -> None:
-        """Jobs of a process that stopped (no heartbeat for STALE_S): they will never finish."""
+        """Jobs of a process that stopped (a dead pid here, or no heartbeat for STALE_S): they will never finish."""
         with self.store.transaction() as s:
             q = select(JobRow).where(JobRow.status.in_(("queued", "running")))
             for row in s.scalars(q if job_id is None else q.where(JobRow.id == job_id)):
@@ -209,7 +209,7 @@ def _gone(process: str | None) -> bool:
     return False
 
 
-def _add_heartbeat_column(store: Store) -> None:
+def _add_missing_columns(store: Store) -> None:
     """A jobs table made before heartbeats gains their columns (its old rows have none: stale)."""
     from sqlalchemy import inspect, text
 

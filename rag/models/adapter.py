@@ -21,11 +21,17 @@ def adapter_meta(path: Path) -> dict:
     return json.loads(f.read_text())
 
 
-def apply_adapter(model, path: Path, decoder: str):
+def check_base(path: Path, decoder: str) -> dict:
+    """The adapter's metadata, refused unless it was trained on `decoder`."""
     meta = adapter_meta(path)
     if meta.get("base") != decoder:
         raise ModelError(f"adapter {path} was trained on {meta.get('base')!r}, not on {decoder!r}; "
                          f"set RAG_DECODER={meta.get('base')} or RAG_ADAPTER=none")
+    return meta
+
+
+def apply_adapter(model, path: Path, decoder: str):
+    check_base(path, decoder)
     from peft import PeftModel
 
     try:
@@ -51,10 +57,7 @@ def adapter_gguf(path: Path, decoder: str, base_gguf: Path, cache_dir: Path) -> 
     ".lora_a"/".lora_b", and lora_alpha goes in the header (llama.cpp scales by alpha / rank, as
     PEFT does). The decoder is not merged or re-quantized: the low-rank product runs beside the
     quantized weights, so the tuned model keeps the shipped GGUF's memory and speed."""
-    meta = adapter_meta(path)
-    if meta.get("base") != decoder:
-        raise ModelError(f"adapter {path} was trained on {meta.get('base')!r}, not on {decoder!r}; "
-                         f"set RAG_DECODER={meta.get('base')} or RAG_ADAPTER=none")
+    check_base(path, decoder)
     weights = path / "adapter_model.safetensors"
     config = json.loads((path / "adapter_config.json").read_text())
     if config.get("use_dora") or config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
