@@ -1,29 +1,44 @@
 """Ingest and evaluation on a Ray cluster started by the tests (a head and a worker node, one
 CPU each, on this machine): the same index, rows and records as the local run, and a worker
-lost mid-ingest never leaves half an index committed."""
+lost mid-ingest never leaves half an index committed.
+
+Each test's body runs in a fresh process, which joins Ray: the test runner never does, so
+however a Ray driver ends (Ray's core may end its process when it loses its cluster), the
+suite runs on and reports the failure."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-import ray  # the cluster extra (pip install -e ".[cluster]"; `make test` installs it)
-from ray import cluster_utils
 from sqlalchemy import select
 
 from rag.config import Settings
 
+pytest.importorskip("ray")  # the cluster extra (pip install -e ".[cluster]"; `make test` installs it)
 SAMPLE = Path(__file__).resolve().parents[1] / "rag" / "data" / "sample"
 
 
-@pytest.fixture(scope="module")
+def in_own_process(body, *args) -> None:
+    """Run `body(*args)` in a fresh process; its assertion errors are raised here."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(body, *args).result(timeout=900)
+
+
+@contextlib.contextmanager
 def cluster():
+    """A head and a worker node, one CPU each, this process connected as the driver."""
+    import ray
+    from ray import cluster_utils
+
     c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = c.add_node(num_cpus=1)
     c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
     try:
         yield c, worker
     finally:
@@ -62,8 +77,16 @@ def ingest(settings: Settings, paths: list[Path], ray_address: str | None, colle
     return ingest_paths(settings, svc.store, svc.embedder(), paths, collection, progress=False, ray=ray_address)
 
 
-def test_ingest_on_ray_commits_what_a_local_ingest_commits(cluster, tmp_path):
-    c, _ = cluster
+def test_ingest_on_ray_commits_what_a_local_ingest_commits(tmp_path):
+    in_own_process(ingest_on_ray_commits_what_a_local_ingest_commits, tmp_path)
+
+
+def ingest_on_ray_commits_what_a_local_ingest_commits(tmp_path):
+    with cluster() as (c, _):
+        ingest_matches_local(c, tmp_path)
+
+
+def ingest_matches_local(c, tmp_path):
     bad = tmp_path / "broken.bin"
     bad.write_bytes(b"\x00\x01")
     local = ingest(fake(tmp_path, "local"), [SAMPLE, bad], None)
@@ -78,10 +101,13 @@ def test_ingest_on_ray_commits_what_a_local_ingest_commits(cluster, tmp_path):
     assert state(fake(tmp_path, "ray"))["version"] == expected["version"]
 
 
-def test_eval_on_ray_writes_the_records_of_a_local_run(cluster, tmp_path):
+def test_eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
+    in_own_process(eval_on_ray_writes_the_records_of_a_local_run, tmp_path)
+
+
+def eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
     from types import SimpleNamespace
 
-    c, _ = cluster
     from evals import qa
 
     data = tmp_path / "qa-set"
@@ -110,7 +136,8 @@ def test_eval_on_ray_writes_the_records_of_a_local_run(cluster, tmp_path):
         return {k: v for k, v in metrics.items() if "latency" not in k}, records
 
     local_metrics, local_records = run("local", None)
-    ray_metrics, ray_records = run("ray", c.address)
+    with cluster() as (c, _):
+        ray_metrics, ray_records = run("ray", c.address)
     assert [r["id"] for r in ray_records] == ["q1", "q2", "q3", "q4"]  # the items' order
     assert ray_records == local_records and ray_metrics == local_metrics
 
@@ -118,12 +145,18 @@ def test_eval_on_ray_writes_the_records_of_a_local_run(cluster, tmp_path):
 def test_a_worker_lost_mid_ingest_never_commits_half_an_index(tmp_path):
     """The worker node dies once the embedders have started: Ray retries on the head node and
     the ingest commits the whole set, or it fails and the collection is as it was. Never a part."""
+    in_own_process(a_worker_lost_mid_ingest_never_commits_half_an_index, tmp_path)
+
+
+def a_worker_lost_mid_ingest_never_commits_half_an_index(tmp_path):
+    with cluster() as (c, worker):
+        lose_a_worker_mid_ingest(c, worker, tmp_path)
+
+
+def lose_a_worker_mid_ingest(c, worker, tmp_path):
     from ingest.build import ingest_paths
     from rag.pipeline import RagService
 
-    c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    worker = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(400):  # enough batches that the embedders are still busy when the node goes
@@ -143,20 +176,15 @@ def test_a_worker_lost_mid_ingest_never_commits_half_an_index(tmp_path):
             outcome["error"] = e
 
     t = threading.Thread(target=run)
-    try:
-        ray.shutdown()
-        t.start()
-        assert embedding.wait(timeout=120)
-        c.remove_node(worker)
-        assert t.is_alive()  # the node went while the ingest was still running
-        t.join(timeout=300)
-        assert not t.is_alive()
-        after = state(fake(tmp_path, "ray"))
-        if "error" in outcome:
-            assert after["version"] == before.index_version and len(after["docs"]) == len(before.added)
-        else:
-            assert outcome["report"].chunks == full.chunks
-            assert after == state(fake(tmp_path, "local"))
-    finally:
-        ray.shutdown()
-        c.shutdown()
+    t.start()
+    assert embedding.wait(timeout=120)
+    c.remove_node(worker)
+    assert t.is_alive()  # the node went while the ingest was still running
+    t.join(timeout=300)
+    assert not t.is_alive()
+    after = state(fake(tmp_path, "ray"))
+    if "error" in outcome:
+        assert after["version"] == before.index_version and len(after["docs"]) == len(before.added)
+    else:
+        assert outcome["report"].chunks == full.chunks
+        assert after == state(fake(tmp_path, "local"))
