@@ -414,7 +414,7 @@ def render(r: dict) -> str:
     mini = next(e for e in r["embed"] if "(minilm)" in e["stage"])
     lines += [f"- Embedding: MiniLM (torch) runs at {mini['chunks_per_s'] / mini['bound_chunks_per_s']:.0%} "
               f"of its FLOP bound; e5 at {e5['chunks_per_s'] / e5['bound_chunks_per_s']:.0%}, "
-              f"{mini['chunks_per_s'] / e5['chunks_per_s']:.0f}x slower than MiniLM per chunk: the "
+              f"{mini['chunks_per_s'] / e5['chunks_per_s']:.1f}x slower than MiniLM per chunk: the "
               "multilingual embedder is what ingest waits on.",
               f"- Dense search at {big['chunks']:,} chunks: FAISS p50 {big['dense_p50_ms']:.1f} ms is "
               f"{big['dense_p50_ms'] / big['numpy_bruteforce_p50_ms']:.1f}x numpy's brute force "

@@ -41,8 +41,9 @@ class E5Embedder:
     dim = 384
     MAX_TOKENS = 512  # the model's positions
 
-    # 16 texts a run: on the AVX-512 EPYC (2 threads, 256 chunks) 39.7 English and 14.0 Korean
-    # chunks/s, against 34.6 and 11.9 at 32 and 30.4 and 9.4 at 64 (smaller runs stay in cache).
+    # 16 texts a run: on the AVX-512 EPYC (2 threads, 256 chunks, eager-attention export) 44.7
+    # English and 18.5 Korean chunks/s, against 40.8 and 16.6 at 32 (smaller runs stay in cache;
+    # 8 measured 49.6 and 18.5 once, within this machine's run-to-run spread).
     BATCH = 16
 
     def __init__(self, threads: int = 0, batch: int | None = None, cache_dir: Path | None = None):
