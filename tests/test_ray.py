@@ -8,39 +8,36 @@ suite runs on and reports the failure."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pytest
+import ray  # the cluster extra (pip install -e ".[cluster]"; `make test` installs it)
+from ray import cluster_utils
 from sqlalchemy import select
 
 from rag.config import Settings
 
-pytest.importorskip("ray")  # the cluster extra (pip install -e ".[cluster]"; `make test` installs it)
 SAMPLE = Path(__file__).resolve().parents[1] / "rag" / "data" / "sample"
 
 
-def in_own_process(body, *args) -> None:
-    """Run `body(*args)` in a fresh process; its assertion errors are raised here."""
+def on_a_cluster(body, tmp_path: Path) -> None:
+    """Run `body(cluster, worker_node, tmp_path)` in a fresh process that starts the cluster and
+    joins it; its assertion errors are raised here."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(body, *args).result(timeout=900)
+        pool.submit(_with_cluster, body, tmp_path).result(timeout=900)
 
 
-@contextlib.contextmanager
-def cluster():
-    """A head and a worker node, one CPU each, this process connected as the driver."""
-    import ray
-    from ray import cluster_utils
-
+def _with_cluster(body, tmp_path: Path) -> None:
+    """In the fresh process: a head and a worker node, one CPU each; the code under test joins
+    it as the driver."""
     c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = c.add_node(num_cpus=1)
     c.wait_for_nodes()
     try:
-        yield c, worker
+        body(c, worker, tmp_path)
     finally:
         ray.shutdown()
         c.shutdown()
@@ -78,15 +75,10 @@ def ingest(settings: Settings, paths: list[Path], ray_address: str | None, colle
 
 
 def test_ingest_on_ray_commits_what_a_local_ingest_commits(tmp_path):
-    in_own_process(ingest_on_ray_commits_what_a_local_ingest_commits, tmp_path)
+    on_a_cluster(ingest_matches_local, tmp_path)
 
 
-def ingest_on_ray_commits_what_a_local_ingest_commits(tmp_path):
-    with cluster() as (c, _):
-        ingest_matches_local(c, tmp_path)
-
-
-def ingest_matches_local(c, tmp_path):
+def ingest_matches_local(c, _worker, tmp_path):
     bad = tmp_path / "broken.bin"
     bad.write_bytes(b"\x00\x01")
     local = ingest(fake(tmp_path, "local"), [SAMPLE, bad], None)
@@ -102,10 +94,10 @@ def ingest_matches_local(c, tmp_path):
 
 
 def test_eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
-    in_own_process(eval_on_ray_writes_the_records_of_a_local_run, tmp_path)
+    on_a_cluster(eval_matches_local, tmp_path)
 
 
-def eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
+def eval_matches_local(c, _worker, tmp_path):
     from types import SimpleNamespace
 
     from evals import qa
@@ -136,8 +128,7 @@ def eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
         return {k: v for k, v in metrics.items() if "latency" not in k}, records
 
     local_metrics, local_records = run("local", None)
-    with cluster() as (c, _):
-        ray_metrics, ray_records = run("ray", c.address)
+    ray_metrics, ray_records = run("ray", c.address)
     assert [r["id"] for r in ray_records] == ["q1", "q2", "q3", "q4"]  # the items' order
     assert ray_records == local_records and ray_metrics == local_metrics
 
@@ -145,12 +136,7 @@ def eval_on_ray_writes_the_records_of_a_local_run(tmp_path):
 def test_a_worker_lost_mid_ingest_never_commits_half_an_index(tmp_path):
     """The worker node dies once the embedders have started: Ray retries on the head node and
     the ingest commits the whole set, or it fails and the collection is as it was. Never a part."""
-    in_own_process(a_worker_lost_mid_ingest_never_commits_half_an_index, tmp_path)
-
-
-def a_worker_lost_mid_ingest_never_commits_half_an_index(tmp_path):
-    with cluster() as (c, worker):
-        lose_a_worker_mid_ingest(c, worker, tmp_path)
+    on_a_cluster(lose_a_worker_mid_ingest, tmp_path)
 
 
 def lose_a_worker_mid_ingest(c, worker, tmp_path):

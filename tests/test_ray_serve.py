@@ -17,8 +17,8 @@ import time
 
 import httpx
 import pytest
+import ray  # noqa: F401 - the cluster extra (`make test` installs it)
 
-pytest.importorskip("ray")  # the cluster extra (`make test` installs it)
 pytestmark = pytest.mark.postgres
 ADMIN = "replica-admin-key"
 
@@ -80,7 +80,10 @@ def bearer(key: str) -> dict:
 
 
 def test_replicas_share_collections_keys_jobs_and_the_rate_limit(api, tmp_path):
-    client = api  # up: both replicas have answered /healthz
+    client = api
+    instances = {client.get("/healthz").json()["instance"] for _ in range(40)}
+    assert len(instances) == 2  # two processes answer behind the one address, requests spread over both
+
     # a key created through one replica works on every replica
     r = client.post("/v1/keys", json={"name": "writer", "rights": {"notes": "write"}}, headers=bearer(ADMIN))
     assert r.status_code == 201, r.text

@@ -43,7 +43,8 @@ class E5Embedder:
 
     # 16 texts a run: on the AVX-512 EPYC (2 threads, 256 chunks, eager-attention export) 44.7
     # English and 18.5 Korean chunks/s, against 40.8 and 16.6 at 32 (smaller runs stay in cache;
-    # 8 measured 49.6 and 18.5 once, within this machine's run-to-run spread).
+    # 8 against 16, four alternating runs each: 39.7 / 40.4 English, 18.1 / 17.2 Korean, no
+    # consistent difference).
     BATCH = 16
 
     def __init__(self, threads: int = 0, batch: int | None = None, cache_dir: Path | None = None):
